@@ -1,0 +1,56 @@
+"""Sends one chat through a driver's chat spec and picks the answer out of the response."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from aislab.driver.model import ChatSpec, placeholders, render
+
+
+@dataclass
+class ChatExchange:
+    user: str | None
+    prompt: str
+    status: int
+    answer: str | None
+    body: Any
+    seconds: float
+
+
+def _dig(doc: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if isinstance(doc, dict) and part in doc:
+            doc = doc[part]
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return None
+    return doc
+
+
+def send_chat(client: httpx.Client, base_url: str, spec: ChatSpec, values: dict[str, str], user: str | None) -> ChatExchange:
+    # A header that needs the user's token is left out entirely when chatting anonymously.
+    headers = {
+        k: render(v, values, f"chat.headers.{k}")
+        for k, v in spec.headers.items()
+        if "user.token" not in placeholders(v) or "user.token" in values
+    }
+    started = time.monotonic()
+    response = client.request(
+        spec.method,
+        base_url + render(spec.path, values, "chat.path"),
+        headers=headers,
+        json=render(spec.json, values, "chat.json") if spec.json is not None else None,
+        timeout=spec.timeout,
+    )
+    seconds = time.monotonic() - started
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    answer = _dig(body, spec.answer) if response.status_code < 400 else None
+    return ChatExchange(user, values.get("prompt", ""), response.status_code, answer if isinstance(answer, str) else None, body, seconds)

@@ -1,0 +1,218 @@
+"""The lab: one topology (IdP, control plane, LLM, the service under test) on any target,
+with the harness's handles on it: tokens, chats, journals, resets."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from aislab.controlplane.app import ADMIN_HEADER
+from aislab.controlplane.rbac import Directory
+from aislab.driver.client import ChatExchange, send_chat
+from aislab.driver.model import Driver, placeholders, render
+from aislab.idp.tokens import SigningKey, TokenFactory, jwks_document
+from aislab.targets.base import MOCKS, PORTS, HostProcess, LabError, Target
+
+PROJECT = Path(__file__).resolve().parent.parent
+FIXTURES = PROJECT / "fixtures"
+ORG_ID = "org-lab"
+
+
+@dataclass
+class Lab:
+    target: Target
+    driver: Driver
+    fixtures: Path = FIXTURES
+    state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aislab-")))
+    timings: dict[str, float] = field(default_factory=dict)
+    service: HostProcess | None = None
+
+    def __post_init__(self):
+        self.admin_secret = secrets.token_urlsafe(24)
+        self.llm_api_key = "sk-lab-" + secrets.token_urlsafe(24)
+        self.nonce = secrets.token_hex(4)
+        self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
+        self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # --- addresses ---------------------------------------------------------------------
+    def url(self, host: str) -> str:
+        return f"http://{self.target.address(host)}:{PORTS.get(host) or self.driver.service.port}"
+
+    @property
+    def issuer(self) -> str:
+        return self.url("idp")
+
+    @property
+    def service_url(self) -> str:
+        return self.url("service")
+
+    def values(self) -> dict[str, str]:
+        vals = {
+            "python": sys.executable,
+            "lab.idp.url": self.url("idp"),
+            "lab.idp.issuer": self.issuer,
+            "lab.idp.jwks_url": self.url("idp") + "/keys",
+            "lab.idp.discovery_url": self.url("idp") + "/.well-known/openid-configuration",
+            "lab.controlplane.url": self.url("controlplane"),
+            "lab.llm.url": self.url("llm") + "/v1",
+            "lab.llm.api_key": self.llm_api_key,
+            "lab.llm.model": "lab-model",
+            "lab.org_id": ORG_ID,
+            "lab.service_token": self.service_token,
+            "lab.service.port": str(self.driver.service.port),
+        }
+        for name in placeholders(self.driver.service.env) | placeholders(list(self.driver.service.command or [])):
+            if name.startswith("env:"):
+                if name[4:] not in os.environ:
+                    raise LabError(f"{self.driver.path}: placeholder {{{name}}} needs environment variable {name[4:]}")
+                vals[name] = os.environ[name[4:]]
+        return vals
+
+    # --- bring-up ----------------------------------------------------------------------
+    def up(self) -> "Lab":
+        t0 = time.monotonic()
+        key = SigningKey.generate()
+        self.tokens = TokenFactory(key, self.issuer)
+        self.service_token = self.tokens.mint(self.directory.user_for("svc-ai-assistant"), exp=int(time.time()) + 86400)
+        (self.state_dir / "jwks.json").write_text(json.dumps(jwks_document(key)))
+        (self.state_dir / "lab.json").write_text(json.dumps({
+            "issuer": self.issuer,
+            "admin_secret": self.admin_secret,
+            "llm_api_key": self.llm_api_key,
+            "model": "lab-model",
+            "nonce": self.nonce,
+            "users_file": str(self.fixtures / "lab" / "users.yaml"),
+            "seed_file": str(self.fixtures / "lab" / "seed.yaml"),
+        }))
+        self.target.create()
+        self.timings["network"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        procs = [
+            self.target.spawn(
+                host,
+                [sys.executable, "-m", "aislab.hosts", host, "--listen", f"{self.target.address(host)}:{PORTS[host]}",
+                 "--state", str(self.state_dir)],
+                self._base_env(),
+                self.state_dir / "logs" / f"{host}.log",
+                PROJECT,
+            )
+            for host in MOCKS
+        ]
+        with ThreadPoolExecutor(len(procs)) as pool:
+            list(pool.map(lambda p: p.await_ready_line(15), procs))
+        self.timings["mocks"] = time.monotonic() - t1
+        self.start_service()
+        self.timings["lab_up"] = time.monotonic() - t0
+        return self
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
+        return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def service_env(self, overrides: dict[str, str] | None = None) -> dict[str, str]:
+        env = render(self.driver.service.env, self.values(), "service.env")
+        return {**self._base_env(), **env, **(overrides or {})}
+
+    def start_service(self, overrides: dict[str, str] | None = None) -> None:
+        if self.driver.service.command is None:
+            raise LabError(f"{self.driver.path}: the {self.target.name} target runs a command; this driver names only an image")
+        t0 = time.monotonic()
+        command = render(list(self.driver.service.command), self.values(), "service.command")
+        self.service = self.target.spawn(
+            "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", PROJECT
+        )
+        self._await_service()
+        self.timings["service_start"] = time.monotonic() - t0
+
+    def _await_service(self) -> None:
+        ready = self.driver.service.ready
+        deadline = time.monotonic() + ready.timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                status = self.http.get(self.service_url + ready.path, timeout=1).status_code
+                if status == ready.status:
+                    return
+                last = f"HTTP {status}"
+            except httpx.TransportError as err:
+                last = type(err).__name__
+            try:  # the wait doubles as the pause between probes and as exit detection
+                code = self.service.popen.wait(timeout=0.05)
+                raise LabError(f"service exited with code {code} before it was ready; its log:\n{self.service.tail()}")
+            except subprocess.TimeoutExpired:
+                pass
+        raise LabError(
+            f"service not ready within {ready.timeout:.0f}s (GET {ready.path} -> {last}, wanted {ready.status}); "
+            f"its log:\n{self.service.tail()}"
+        )
+
+    def restart_service(self, overrides: dict[str, str] | None = None) -> None:
+        if self.service:
+            self.service.stop()
+            self.target.processes.remove(self.service)
+        self.start_service(overrides)
+
+    def down(self) -> None:
+        self.http.close()
+        self.target.destroy()
+
+    # --- harness handles ---------------------------------------------------------------
+    def user(self, persona: str) -> dict:
+        return self.directory.user_for(persona)
+
+    def token(self, persona: str, variant: str | None = None) -> str:
+        user = self.user(persona)
+        return self.tokens.bad(variant, user) if variant else self.tokens.mint(user)
+
+    def chat(self, prompt: str, token: str | None, environment: str = "env-prod", user: str | None = None) -> ChatExchange:
+        values = {**self.values(), "prompt": prompt, "environment": environment}
+        if token is not None:
+            values["user.token"] = token
+        return send_chat(self.http, self.service_url, self.driver.chat, values, user)
+
+    def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
+        response = self.http.request(method, self.url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)
+        if response.status_code != 200:
+            raise LabError(f"lab admin {method} {host}{path} -> {response.status_code}: {response.text[:300]}")
+        return response
+
+    def reset(self) -> None:
+        self._admin("POST", "controlplane", "/_lab/reset")
+        self._admin("POST", "llm", "/_lab/reset")
+
+    def register_scripts(self, scripts: list[dict]) -> None:
+        self._admin("POST", "llm", "/_lab/scripts", json=scripts)
+
+    def cp_journal(self) -> list[dict]:
+        return self._admin("GET", "controlplane", "/_lab/journal").json()
+
+    def llm_requests(self) -> list[dict]:
+        return self._admin("GET", "llm", "/_lab/requests").json()
+
+    def cp_state(self) -> dict:
+        return self._admin("GET", "controlplane", "/_lab/state").json()
+
+    def audit_log(self) -> list[dict]:
+        """The audit log as a customer reads it: the real endpoint, as an organization owner."""
+        response = self.http.get(
+            f"{self.url('controlplane')}/organizations/{ORG_ID}/audit",
+            params={"pageSize": 10000},
+            headers={"Authorization": f"Bearer {self.token('owner')}"},
+        )
+        if response.status_code != 200:
+            raise LabError(f"audit log read failed: {response.status_code} {response.text[:300]}")
+        return response.json()["items"]
+
+    def cp_get(self, path: str, token: str, method: str = "GET", **kw) -> httpx.Response:
+        return self.http.request(method, self.url("controlplane") + path, headers={"Authorization": f"Bearer {token}"}, **kw)

@@ -1,0 +1,1 @@
+"""Scripted, deterministic, adversarial mock LLM speaking the OpenAI chat-completions API."""

@@ -1,0 +1,121 @@
+"""What the mock LLM answers, turn by turn, for one conversation.
+
+A conversation is recognised by the tag `[conv:ID]` the harness puts in the user's prompt, so
+concurrent chats each follow their own script. The turn is the number of assistant messages
+already in the request: the service's tool loop drives the script forward, and the mock keeps
+no per-conversation state that a retry could confuse.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+CONVERSATION_TAG = re.compile(r"\[conv:([A-Za-z0-9_-]+)\]")
+STEP_KINDS = ("tool_calls", "call_every_advertised_tool", "answer", "echo_tool_results", "fail")
+
+
+class ScriptError(ValueError):
+    pass
+
+
+def conversation_of(messages: list[dict]) -> str | None:
+    for m in messages:
+        if m.get("role") == "user":
+            found = CONVERSATION_TAG.search(_text(m.get("content")))
+            if found:
+                return found.group(1)
+    return None
+
+
+def _text(content) -> str:
+    if isinstance(content, list):  # content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def validate(script: dict) -> dict:
+    if not isinstance(script.get("match"), str):
+        raise ScriptError("script needs a string 'match' (the conversation tag)")
+    steps = script.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ScriptError(f"script {script['match']}: 'steps' must be a non-empty list")
+    for i, step in enumerate(steps):
+        kinds = [k for k in STEP_KINDS if k in step]
+        if len(kinds) != 1:
+            raise ScriptError(f"script {script['match']} step {i}: exactly one of {STEP_KINDS}, got {sorted(step)}")
+        for call in step.get("tool_calls", []):
+            if "name" not in call:
+                raise ScriptError(f"script {script['match']} step {i}: every tool call needs a 'name'")
+    return script
+
+
+@dataclass
+class Turn:
+    """The mock's reply for one request: tool calls, text, or an injected failure."""
+
+    tool_calls: list[dict]
+    content: str | None
+    fail_status: int | None = None
+    barrier: dict | None = None
+
+
+def advertised_tools(body: dict) -> list[dict]:
+    return [t["function"] for t in body.get("tools") or [] if t.get("type") == "function"]
+
+
+def tool_results(messages: list[dict]) -> list[str]:
+    return [_text(m.get("content")) for m in messages if m.get("role") == "tool"]
+
+
+def plan_turn(script: dict | None, body: dict) -> Turn:
+    messages = body.get("messages", [])
+    turn = sum(1 for m in messages if m.get("role") == "assistant")
+    steps = script["steps"] if script else []
+    if turn >= len(steps):
+        # Past the script (or none matched): finish by repeating what the tools returned.
+        return Turn([], "\n".join(tool_results(messages)) or "No script for this conversation.")
+    step = steps[turn]
+    barrier = step.get("barrier")
+    if "fail" in step:
+        return Turn([], None, fail_status=int(step["fail"]), barrier=barrier)
+    if "answer" in step:
+        return Turn([], step["answer"], barrier=barrier)
+    if "echo_tool_results" in step:
+        return Turn([], "\n".join(tool_results(messages)), barrier=barrier)
+    if "tool_calls" in step:
+        calls = step["tool_calls"]
+    else:
+        calls = _every_advertised(advertised_tools(body), step["call_every_advertised_tool"].get("arg_sets", []))
+    return Turn(
+        [
+            {
+                "id": f"call_{turn}_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))},
+            }
+            for i, c in enumerate(calls)
+        ],
+        None,
+        barrier=barrier,
+    )
+
+
+def _every_advertised(tools: list[dict], arg_sets: list[dict]) -> list[dict]:
+    """Call each advertised tool with every argument set that satisfies its required params."""
+    calls, seen = [], set()
+    for tool in tools:
+        params = tool.get("parameters") or {}
+        required = set(params.get("required", []))
+        known = set((params.get("properties") or {}).keys())
+        candidates = [{}] if not required else arg_sets
+        for args in candidates:
+            if not required <= set(args):
+                continue
+            picked = {k: v for k, v in args.items() if k in known}
+            key = (tool["name"], json.dumps(picked, sort_keys=True))
+            if key not in seen:
+                seen.add(key)
+                calls.append({"name": tool["name"], "arguments": picked})
+    return calls

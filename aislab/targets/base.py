@@ -1,0 +1,96 @@
+"""The lab topology every backend builds, and the process handle they share."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+# One topology: the hosts, their address suffix on the lab /24, and their port.
+HOSTS = {"harness": 1, "idp": 10, "controlplane": 11, "llm": 12, "service": 20}
+PORTS = {"idp": 5556, "controlplane": 8090, "llm": 8000}
+MOCKS = ("idp", "controlplane", "llm")
+
+
+class LabError(RuntimeError):
+    """The lab itself failed (never a verdict about the service)."""
+
+
+@dataclass
+class HostProcess:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            with self.log.open(errors="replace") as fh:
+                return "".join(deque(fh, lines))
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, grace: float = 3.0) -> None:
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            pass
+
+    def await_ready_line(self, timeout: float) -> None:
+        """Wait for the READY line a mock host prints once its socket listens."""
+        deadline = time.monotonic() + timeout
+        stream = self.popen.stdout
+        with selectors.DefaultSelector() as sel:
+            sel.register(stream, selectors.EVENT_READ)
+            while (left := deadline - time.monotonic()) > 0:
+                if not sel.select(left):
+                    break
+                line = stream.readline()
+                if line.strip() == b"READY":
+                    return
+                if not line:  # EOF: the process died before binding
+                    self.popen.wait()
+                    raise LabError(f"lab host {self.name} exited ({self.popen.returncode}) before it was ready:\n{self.tail()}")
+        raise LabError(f"lab host {self.name} not ready within {timeout:.0f}s:\n{self.tail()}")
+
+
+class Target(ABC):
+    """A backend: builds the hosts, runs processes on them, tears everything down."""
+
+    name: str
+
+    @abstractmethod
+    def create(self) -> None: ...
+
+    @abstractmethod
+    def address(self, host: str) -> str: ...
+
+    @abstractmethod
+    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> HostProcess: ...
+
+    @abstractmethod
+    def destroy(self) -> None: ...
+
+
+def make_target(name: str, state_root: Path) -> Target:
+    if name == "local":
+        from aislab.targets.local import LocalTarget
+
+        return LocalTarget.acquire(state_root)
+    if name in ("docker", "kind"):
+        raise LabError(f"target {name!r} is not built yet (see the issue tracker); use --target local")
+    raise LabError(f"unknown target {name!r}; choose local, docker or kind")

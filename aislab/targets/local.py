@@ -1,0 +1,142 @@
+"""Local target: every lab host is a network namespace on a bridge that lives in its own
+namespace. The service's host has a route to the lab /24 only, so nothing can leave it.
+
+Labs run side by side in numbered slots (10.231.<slot>.0/24, names `ais<slot>-*`); a slot is
+owned through an flock, so a slot whose lock is free but whose namespaces exist was left by a
+killed run and is cleaned before reuse.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from aislab.targets.base import HOSTS, HostProcess, LabError, Target
+
+SLOTS = 32
+LOCK_DIR = Path("/run/aislab")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise LabError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _ip_batch(lines: list[str], netns: str | None = None) -> None:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}\n" + "\n".join(lines))
+
+
+def preflight() -> None:
+    """Say exactly what is missing instead of failing deep inside `ip`."""
+    if shutil.which("ip") is None:
+        raise LabError("the local target needs the `ip` command (Debian package iproute2): apt-get install iproute2")
+    if os.geteuid() != 0:
+        raise LabError(
+            "the local target needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces "
+            "with `ip netns add`; run as root (CI does), e.g. `sudo make conformance`"
+        )
+
+
+class LocalTarget(Target):
+    name = "local"
+
+    def __init__(self, slot: int, lock_fd: int):
+        self.slot = slot
+        self._lock_fd = lock_fd
+        self.prefix = f"ais{slot}"
+        self.subnet = f"10.231.{slot}"
+        self.switch = f"{self.prefix}-sw"
+        self.processes: list[HostProcess] = []
+
+    @classmethod
+    def acquire(cls, _state_root: Path) -> "LocalTarget":
+        preflight()
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        for slot in range(SLOTS):
+            fd = os.open(LOCK_DIR / f"slot{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            target = cls(slot, fd)
+            target._remove_leftovers()
+            return target
+        raise LabError(f"all {SLOTS} local lab slots are in use (see `ip netns list`)")
+
+    def netns(self, host: str) -> str:
+        return f"{self.prefix}-{host[:12]}"
+
+    def address(self, host: str) -> str:
+        return f"{self.subnet}.{HOSTS[host]}"
+
+    def create(self) -> None:
+        _ip("netns", "add", self.switch)
+        _ip_batch(["link add br0 type bridge", "link set br0 up", "link set lo up"], self.switch)
+        # The harness's own leg into the lab: lets pytest reach every host directly.
+        hveth = f"{self.prefix}-h"
+        _ip("link", "add", hveth, "type", "veth", "peer", "name", "harness", "netns", self.switch)
+        _ip_batch([f"addr add {self.address('harness')}/24 dev {hveth}", f"link set {hveth} up"])
+        _ip_batch(["link set harness master br0", "link set harness up"], self.switch)
+        for host in HOSTS:
+            if host != "harness":
+                self._add_host(host)
+
+    def _add_host(self, host: str) -> None:
+        ns = self.netns(host)
+        _ip("netns", "add", ns)
+        _ip("-n", self.switch, "link", "add", host[:15], "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip_batch([f"link set {host[:15]} master br0", f"link set {host[:15]} up"], self.switch)
+        # Only the connected lab /24: no default route, so every outside connect fails at once.
+        _ip_batch(["link set lo up", f"addr add {self.address(host)}/24 dev eth0", "link set eth0 up"], ns)
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(
+            "127.0.0.1 localhost\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS)
+        )
+        (etc / "resolv.conf").write_text(f"nameserver {self.subnet}.53\noptions timeout:1 attempts:1\n")
+
+    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> HostProcess:
+        logfh = log.open("ab")
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns(host), *command],
+            stdout=subprocess.PIPE,
+            stderr=logfh,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # its own process group: stop() reaches its children too
+        )
+        logfh.close()
+        proc = HostProcess(host, popen, log)
+        self.processes.append(proc)
+        return proc
+
+    def destroy(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        listed = _ip("netns", "list", check=False).stdout.split("\n")
+        names = [line.split()[0] for line in listed if line.startswith(self.prefix + "-")]
+        for ns in names:
+            for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            _ip("netns", "del", ns, check=False)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+        _ip("link", "del", f"{self.prefix}-h", check=False)
+
+    def release(self) -> None:
+        os.close(self._lock_fd)
