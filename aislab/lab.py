@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 from aislab.controlplane.app import ADMIN_HEADER
 from aislab.controlplane.rbac import Directory
@@ -42,6 +43,7 @@ class Lab:
         self.llm_api_key = "sk-lab-" + secrets.token_urlsafe(24)
         self.nonce = secrets.token_hex(4)
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
+        self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
 

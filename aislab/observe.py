@@ -1,0 +1,82 @@
+"""What the witnesses saw during one step: the control-plane journal and the LLM's record,
+cut to the requests the service made after a mark."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Window:
+    cp: list[dict]
+    llm: list[dict]
+    harness_cp: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Mark:
+    cp: int
+    llm: int
+
+
+class Observer:
+    def __init__(self, lab):
+        self.lab = lab
+        self.service_ip = lab.target.address("service")
+
+    def mark(self) -> Mark:
+        return Mark(len(self.lab.cp_journal()), len(self.lab.llm_requests()))
+
+    def since(self, mark: Mark) -> Window:
+        cp = self.lab.cp_journal()[mark.cp:]
+        llm = self.lab.llm_requests()[mark.llm:]
+        return Window(
+            cp=[e for e in cp if e["client"] == self.service_ip],
+            llm=[r for r in llm if r["client"] == self.service_ip],
+            harness_cp=[e for e in cp if e["client"] != self.service_ip],
+        )
+
+
+def canaries(text: str, nonce: str) -> set[str]:
+    return set(re.findall(rf"CANARY_[a-z]+_[A-Za-z0-9.-]+_{nonce}", text))
+
+
+@dataclass
+class ToolExchange:
+    call_id: str
+    name: str
+    arguments: dict | str
+    result: str | None
+    conversation: str | None
+
+
+def tool_exchanges(llm_requests: list[dict]) -> list[ToolExchange]:
+    """Every tool call the model asked for and the result the service handed back, read from
+    the conversation history the service itself sent to the LLM."""
+    found: dict[tuple, ToolExchange] = {}
+    for req in llm_requests:
+        body = req.get("body") or {}
+        conv = req.get("conversation")
+        for m in body.get("messages", []) if isinstance(body, dict) else []:
+            for call in m.get("tool_calls") or []:
+                fn = call.get("function", {})
+                try:
+                    args = json.loads(fn.get("arguments") or "{}")
+                except ValueError:
+                    args = fn.get("arguments")
+                found.setdefault((conv, call["id"]), ToolExchange(call["id"], fn.get("name"), args, None, conv))
+            if m.get("role") == "tool" and (conv, m.get("tool_call_id")) in found:
+                content = m.get("content")
+                found[(conv, m["tool_call_id"])].result = content if isinstance(content, str) else json.dumps(content)
+    return list(found.values())
+
+
+def bearer(entry: dict) -> str | None:
+    scheme, _, token = entry.get("headers", {}).get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else None
+
+
+def everything_sent_to_llm(llm_requests: list[dict]) -> str:
+    return json.dumps([{"headers": r.get("headers"), "body": r.get("body")} for r in llm_requests])

@@ -1,0 +1,1 @@
+"""The conformance report: per claim, a verdict from its scenarios' outcomes."""

@@ -1,0 +1,25 @@
+"""How a scenario ends. Only a Violation makes a claim `violated`; anything else that goes
+wrong (the lab, a missing positive control) makes it `undetermined`, never `satisfied`."""
+
+from __future__ import annotations
+
+VERDICTS = ("satisfied", "violated", "undetermined", "not_applicable", "waived")
+NOT_APPLICABLE = "not applicable:"
+
+
+class Violation(AssertionError):
+    """Observed evidence contradicts the claim."""
+
+
+class Undetermined(Exception):
+    """The evidence is incomplete: e.g. a positive control did not show the witness could see."""
+
+
+def violation_if(condition: bool, message: str) -> None:
+    if condition:
+        raise Violation(message)
+
+
+def undetermined_unless(condition: bool, message: str) -> None:
+    if not condition:
+        raise Undetermined(message)

@@ -1,0 +1,3 @@
+"""Root conftest: the lab plugin and the shared steps, for the scenarios and the project tests."""
+
+pytest_plugins = ["aislab.pytest_plugin", "steps.common"]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up everything the harness needs on a fresh Debian machine: system packages (as root),
+# the virtual environment and the Python packages. Safe to run again; it does only what is missing.
+set -euo pipefail
+VENV=${1:-.venv}
+APT_PACKAGES=(iproute2 iptables python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages: ${missing[*]}" >&2
+    echo "setup: run as root, or install them first: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: Python 3.11 or newer is needed ($PYTHON is $("$PYTHON" -V 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+echo "setup: installing Python packages into $VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e . 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import pytest_bdd, allure_pytest_bdd, openai, jwt, httpx, starlette, uvicorn, openapi_core" \
+  || { echo "setup: Python packages did not install" >&2; exit 1; }

@@ -1,0 +1,114 @@
+"""Generic steps shared by every feature, grouped Given / When / Then.
+
+Steps are fixtures: a When step hands its Chat on through `target_fixture`; Then steps take
+it as an argument and judge it with the checks in aislab.checks.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from dataclasses import dataclass
+
+from pytest_bdd import given, parsers, then, when
+
+from aislab import checks
+from aislab.driver.client import ChatExchange
+from aislab.lab import Lab
+from aislab.observe import Observer, Window
+from aislab.verdict import undetermined_unless
+
+
+@dataclass
+class Chat:
+    persona: str | None
+    sub: str | None
+    token: str | None
+    conversation: str
+    environment: str
+    exchange: ChatExchange
+    window: Window
+    digest_before: str
+    digest_after: str
+
+
+def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | None, script: dict | None,
+             conversation: str, environment: str = "env-prod", prompt: str = "What can you tell me?") -> Chat:
+    if script:
+        lab.register_scripts([script])
+    mark = observer.mark()
+    before = lab.cp_state()["digest"]
+    exchange = lab.chat(f"[conv:{conversation}] {prompt}", token, environment, user=persona)
+    window = observer.since(mark)
+    after = lab.cp_state()["digest"]
+    sub = lab.user(persona)["sub"] if persona else None
+    return Chat(persona, sub, token, conversation, environment, exchange, window, before, after)
+
+
+def new_conversation() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def scripted_chat(lab, observer, script_book, persona: str, script_name: str, environment: str = "env-prod") -> Chat:
+    conv = new_conversation()
+    return run_chat(lab, observer, persona, lab.token(persona), script_book.script(script_name, conv, environment), conv, environment)
+
+
+def tool_call_chat(lab, observer, persona: str, tool: str, arguments: str) -> Chat:
+    conv = new_conversation()
+    script = {"match": conv, "steps": [{"tool_calls": [{"name": tool, "arguments": json.loads(arguments)}]}, {"echo_tool_results": True}]}
+    return run_chat(lab, observer, persona, lab.token(persona), script, conv)
+
+
+@pytest.fixture
+def chat_log() -> list[Chat]:
+    """Every chat the scenario's When steps made, in order (a scenario may chat several times)."""
+    return []
+
+
+# --- Given -------------------------------------------------------------------------------
+@given(parsers.parse("the witnesses are shown to record a {persona}'s chat"), target_fixture="control")
+def witnesses_record_a_chat(lab, observer, script_book, persona, evidence) -> Chat:
+    """Positive control: a valid chat that calls a tool IS seen by the LLM and control-plane witnesses."""
+    chat = scripted_chat(lab, observer, script_book, persona, "list-workflows")
+    checks.witnesses_saw_a_chat(chat.window)
+    evidence["positive-control"] = {"llm_requests": len(chat.window.llm), "controlplane_requests": len(chat.window.cp)}
+    return chat
+
+
+# --- When --------------------------------------------------------------------------------
+@when(parsers.parse("the {persona} asks the assistant to use every tool on every resource"), target_fixture="chat")
+def every_tool_every_resource(lab, observer, script_book, persona, chat_log) -> Chat:
+    chat_log.append(scripted_chat(lab, observer, script_book, persona, "every-tool-every-resource"))
+    return chat_log[-1]
+
+
+@when(parsers.parse('the {persona} chats following the LLM script "{script_name}"'), target_fixture="chat")
+def chat_following_script(lab, observer, script_book, persona, script_name, chat_log) -> Chat:
+    chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name))
+    return chat_log[-1]
+
+
+@when(parsers.parse('the LLM asks for the tool "{tool}" with {arguments} in the {persona}\'s chat'), target_fixture="chat")
+def llm_asks_for_tool(lab, observer, tool, arguments, persona, chat_log) -> Chat:
+    chat_log.append(tool_call_chat(lab, observer, persona, tool, arguments))
+    return chat_log[-1]
+
+
+# --- Then --------------------------------------------------------------------------------
+@then(parsers.parse("the chat is refused with status {status:d}"))
+def chat_refused(chat: Chat, status):
+    checks.refused(chat.exchange.status, status)
+
+
+@then("the chat reached neither the LLM nor the control plane")
+def chat_reached_nothing(chat: Chat):
+    checks.nothing_reached(chat.window)
+
+
+@then("the chat succeeded")
+def chat_succeeded(chat: Chat):
+    undetermined_unless(chat.exchange.status == 200, f"the chat failed with HTTP {chat.exchange.status}: {str(chat.exchange.body)[:300]}")
+

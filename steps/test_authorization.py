@@ -1,0 +1,47 @@
+"""Scenarios of features/authorization.feature and the steps only they use."""
+
+from __future__ import annotations
+
+from pytest_bdd import given, parsers, scenarios, then
+
+from aislab import checks
+from aislab.direct import DirectReader
+from aislab.observe import canaries, everything_sent_to_llm
+from aislab.verdict import undetermined_unless
+from steps.common import Chat, scripted_chat
+
+scenarios("authorization.feature")
+
+
+@given("the admin has just been shown every resource by the assistant", target_fixture="warmup")
+def admin_warmup(lab, observer, script_book) -> Chat:
+    """Fills any cache a service might share between users, and proves canaries are detectable."""
+    return scripted_chat(lab, observer, script_book, "admin", "every-tool-every-resource")
+
+
+@then(parsers.parse("every control-plane request of the chat carried the {persona}'s own token"))
+def own_token(chat: Chat):
+    checks.calls_carry_token(chat.window, chat.token)
+
+
+@then(parsers.parse("every tool result equals, in canary data, the same read made directly by the {persona}"))
+def parity(lab, chat: Chat, persona, evidence):
+    reader = DirectReader(lab, persona)
+    evidence["parity"] = checks.parity(chat.window, reader.read, lab.nonce)
+
+
+@then(parsers.parse("no canary the {persona} cannot read directly appears in a reply or in anything sent to the LLM"))
+def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence):
+    readable = DirectReader(lab, persona).readable_canaries(lab.seed)
+    forbidden = set(lab.cp_state()["canaries"]) - readable
+    shown_to_admin = canaries(everything_sent_to_llm(warmup.window.llm), lab.nonce)
+    evidence["forbidden-canaries"] = sorted(forbidden)
+    # Positive control: the detector does find forbidden data when it IS sent (to the admin's LLM).
+    undetermined_unless(forbidden & shown_to_admin, "positive control failed: no data forbidden to this user was seen in the admin's chat")
+    for chat in chat_log:
+        checks.no_forbidden_canary(chat.window, str(chat.exchange.body), forbidden, lab.nonce)
+
+
+@then(parsers.parse('the denial of "{workflow}" reached the model as a denial, and was not retried with other credentials'))
+def denial(chat: Chat, workflow):
+    checks.denial_reported_not_retried(chat.window, chat.token, workflow)
