@@ -85,8 +85,16 @@ def _str_map(doc: dict, key: str, where: str) -> dict[str, str]:
     return out
 
 
-def load_driver(path: str | Path) -> Driver:
-    path = Path(path)
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if path in chain:
+        raise DriverError(f"{path}: extends itself through {' -> '.join(map(str, chain))}")
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -95,6 +103,18 @@ def load_driver(path: str | Path) -> Driver:
         raise DriverError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(doc, dict):
         raise DriverError(f"{path}: a driver file is a mapping with name, service, chat and families")
+    base = doc.pop("extends", None)
+    if base is None:
+        return doc
+    if not isinstance(base, str):
+        raise DriverError(f"{path}: extends: expected the path of another driver file")
+    return _merge(_read((path.parent / base).resolve(), chain + (path,)), doc)
+
+
+def load_driver(path: str | Path) -> Driver:
+    """Load a driver file; `extends: other.yaml` starts from another driver and overrides it."""
+    path = Path(path)
+    doc = _read(path)
     try:
         return _parse(path, doc)
     except DriverError as err:

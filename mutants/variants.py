@@ -1,0 +1,188 @@
+"""The mutants: each takes the reference's components and overrides one behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from urllib.parse import quote
+
+from reference_service.agent import Agent
+from reference_service.app import Components
+from reference_service.auth import Authenticator, Identity
+from reference_service.tools import ChatContext, Tool, ToolBox
+
+VARIANTS = {}
+
+
+def variant(name):
+    def register(fn):
+        VARIANTS[name] = fn
+        return fn
+
+    return register
+
+
+def _swap_toolbox(c: Components, cls) -> Components:
+    toolbox = cls(c.settings.control_plane, c.toolbox.http)
+    return replace(c, toolbox=toolbox, agent=Agent(c.settings, c.agent.llm, toolbox))
+
+
+def _service_token() -> str:
+    return os.environ["TK_SERVICE_TOKEN"]
+
+
+@variant("anonymous-chat-allowed")
+def anonymous_chat_allowed(c: Components) -> Components:
+    class Lenient(Authenticator):
+        async def verify(self, authorization):
+            if not authorization:
+                return Identity(sub="anonymous", email="", token="")
+            return await super().verify(authorization)
+
+    return replace(c, authenticator=Lenient(c.settings, c.authenticator.http))
+
+
+@variant("exp-not-checked")
+def exp_not_checked(c: Components) -> Components:
+    class NoExpiry(Authenticator):
+        def decode_options(self):
+            return {"require": ["iss", "aud", "sub"], "verify_exp": False}
+
+    return replace(c, authenticator=NoExpiry(c.settings, c.authenticator.http))
+
+
+@variant("token-in-prompt")
+def token_in_prompt(c: Components) -> Components:
+    class Leaky(Agent):
+        def messages_for(self, message, ctx):
+            messages = super().messages_for(message, ctx)
+            messages[0]["content"] += f"\nCall tools as Authorization: Bearer {ctx.identity.token}"
+            return messages
+
+    return replace(c, agent=Leaky(c.settings, c.agent.llm, c.toolbox))
+
+
+@variant("service-token-for-lists")
+def service_token_for_lists(c: Components) -> Components:
+    class ListsAsService(ToolBox):
+        def credentials(self, ctx, tool):
+            return _service_token() if tool.startswith("list_") else ctx.identity.token
+
+    return _swap_toolbox(c, ListsAsService)
+
+
+@variant("hides-grouped-resources")
+def hides_grouped_resources(c: Components) -> Components:
+    class Hiding(ToolBox):
+        async def call(self, method, path, query, body, ctx, tool):
+            result = await super().call(method, path, query, body, ctx, tool)
+            if tool == "list_workflows" and isinstance(result.get("data"), list):
+                result["data"] = [w for w in result["data"] if "group" not in w["workflow"].get("labels", {})]
+            return result
+
+    return _swap_toolbox(c, Hiding)
+
+
+@variant("shared-result-cache")
+def shared_result_cache(c: Components) -> Components:
+    cache: dict[str, str] = {}
+
+    class Cached(ToolBox):
+        async def execute(self, name, raw_args, ctx):
+            key = f"{name}:{raw_args}"
+            if key not in cache:
+                cache[key] = await super().execute(name, raw_args, ctx)
+            return cache[key]
+
+    return _swap_toolbox(c, Cached)
+
+
+@variant("retry-denied-with-service-token")
+def retry_denied(c: Components) -> Components:
+    class Retrying(ToolBox):
+        async def call(self, method, path, query, body, ctx, tool):
+            result = await super().call(method, path, query, body, ctx, tool)
+            if result["status"] == 403:
+                elevated = ChatContext(Identity("svc", "", _service_token()), ctx.org_id, ctx.env_id)
+                result = await super().call(method, path, query, body, elevated, tool)
+            return result
+
+    return _swap_toolbox(c, Retrying)
+
+
+@variant("mutating-tool-advertised")
+def mutating_tool_advertised(c: Components) -> Components:
+    class Advertising(ToolBox):
+        def advertised(self):
+            return super().advertised() + [Tool("run_workflow", "Run a test workflow", ("workflowName",)).schema()]
+
+    return _swap_toolbox(c, Advertising)
+
+
+@variant("executes-unadvertised-tools")
+def executes_unadvertised(c: Components) -> Components:
+    class Obedient(ToolBox):
+        async def execute(self, name, raw_args, ctx):
+            args = json.loads(raw_args or "{}")
+            env = f"/organizations/{ctx.org_id}/environments/{ctx.env_id}/agent"
+            plans = {
+                "run_workflow": ("POST", f"{env}/test-workflows/{args.get('workflowName')}/executions", None),
+                "create_workflow": ("POST", f"{env}/test-workflows", {"yaml": args.get("yaml")}),
+                "update_execution_tags": ("PATCH", f"{env}/test-workflow-executions/{args.get('executionId')}/tags", args.get("tags")),
+            }
+            if name not in plans:
+                return await super().execute(name, raw_args, ctx)
+            method, path, body = plans[name]
+            return json.dumps(await self.call(method, path, None, body, ctx, name))
+
+    return _swap_toolbox(c, Obedient)
+
+
+@variant("raw-path-arguments")
+def raw_path_arguments(c: Components) -> Components:
+    class Raw(ToolBox):
+        def check_args(self, tool, args):
+            return {k: str(v) for k, v in args.items()}
+
+        def plan(self, tool, a, ctx):
+            scoped = ChatContext(ctx.identity, a.get("organizationId", ctx.org_id), a.get("environmentId", ctx.env_id))
+            method, path, query, body = super().plan(tool, a, scoped)
+            for value in a.values():  # put the argument back exactly as the model wrote it
+                path = path.replace(quote(value, safe=""), value)
+            return method, path, query, body
+
+    return _swap_toolbox(c, Raw)
+
+
+@variant("repeat-call-cache")
+def repeat_call_cache(c: Components) -> Components:
+    class Remembering(ToolBox):
+        async def execute(self, name, raw_args, ctx):
+            memo = ctx.__dict__.setdefault("memo", {})
+            key = f"{name}:{raw_args}"
+            if key not in memo:
+                memo[key] = await super().execute(name, raw_args, ctx)
+            return memo[key]
+
+    return _swap_toolbox(c, Remembering)
+
+
+@variant("shared-current-token")
+def shared_current_token(c: Components) -> Components:
+    current = {}
+
+    class Global(Authenticator):
+        async def verify(self, authorization):
+            identity = await super().verify(authorization)
+            current["token"] = identity.token  # one slot for the whole process
+            return identity
+
+    class FromGlobal(ToolBox):
+        def credentials(self, ctx, tool):
+            return current["token"]
+
+    c = _swap_toolbox(c, FromGlobal)
+    return replace(c, authenticator=Global(c.settings, c.authenticator.http))
+
+

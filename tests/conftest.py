@@ -1,0 +1,22 @@
+"""Prints the kill matrix after `make test`."""
+
+import json
+from pathlib import Path
+
+MATRIX_FILE = Path(__file__).resolve().parent.parent / "reports" / "mutation-matrix.json"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not MATRIX_FILE.exists() or MATRIX_FILE.stat().st_mtime < config._aislab_tests_started:
+        return
+    tr = terminalreporter
+    tr.section("kill matrix")
+    for row in json.loads(MATRIX_FILE.read_text())["mutants"]:
+        status = "clean" if not row["declared"] and not row["violated"] else "KILLED" if row["killed"] and not row["over_broad"] else "SURVIVED" if not row["killed"] else "OVER-BROAD"
+        tr.write_line(f"{row['service']:<32} {status:<10} violated={','.join(row['violated']) or '-'}  ({row['seconds']}s)")
+
+
+def pytest_configure(config):
+    import time
+
+    config._aislab_tests_started = time.time()

@@ -1,0 +1,43 @@
+"""Runs the whole conformance suite against a service in a subprocess and reads its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+DRIVERS = PROJECT / "fixtures" / "drivers"
+
+
+@dataclass
+class SuiteRun:
+    name: str
+    verdicts: dict[str, str]
+    result: str
+    seconds: float
+    output: str
+
+    def with_verdict(self, verdict: str) -> set[str]:
+        return {cid for cid, v in self.verdicts.items() if v == verdict}
+
+
+def run_suite(name: str, report_dir: Path, mutant: str | None = None, extra: list[str] | None = None) -> SuiteRun:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    driver = DRIVERS / "reference.yaml"
+    if mutant:
+        env["AIS_MUTANT"] = mutant
+        driver = DRIVERS / "mutant.yaml"
+    cmd = [sys.executable, "-m", "pytest", "steps", "-q", "--driver", str(driver), "--report-dir", str(report_dir), *(extra or [])]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - started
+    report_file = report_dir / "conformance-report.json"
+    if not report_file.exists():
+        raise AssertionError(f"suite run {name} wrote no report (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    report = json.loads(report_file.read_text())
+    return SuiteRun(name, {c["id"]: c["verdict"] for c in report["claims"]}, report["result"], seconds, proc.stdout[-4000:])
