@@ -108,6 +108,7 @@ class Lab:
                 self._base_env(),
                 self.state_dir / "logs" / f"{host}.log",
                 PROJECT,
+                announces=True,
             )
             for host in MOCKS
         ]
@@ -166,6 +167,8 @@ class Lab:
         self.start_service(overrides)
 
     def down(self) -> None:
+        if self.service and self.service.alive():
+            self.timings["service_cpu"] = self.service.cpu_seconds()
         self.http.close()
         self.target.destroy()
 
@@ -181,7 +184,9 @@ class Lab:
         values = {**self.values(), "prompt": prompt, "environment": environment}
         if token is not None:
             values["user.token"] = token
-        return send_chat(self.http, self.service_url, self.driver.chat, values, user)
+        exchange = send_chat(self.http, self.service_url, self.driver.chat, values, user)
+        self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
+        return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
         response = self.http.request(method, self.url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)

@@ -248,7 +248,8 @@ class ControlPlane:
             return JSONResponse(
                 [
                     {**{k: g[k] for k in ("id", "slug", "name", "description")}, "createdAt": "2026-11-01T09:00:00Z",
-                     "updatedAt": "2026-11-01T09:00:00Z", "role": principal.group_roles.get(g["id"], "admin")}
+                     "updatedAt": "2026-11-01T09:00:00Z", "collaboratorCount": 1,
+                     "role": principal.group_roles.get(g["id"], "admin")}
                     for g in s.groups.values()
                     if principal.sees_group(g["id"])
                 ]
@@ -259,7 +260,8 @@ class ControlPlane:
                 raise Problem(403, "Forbidden", "no access to agents")
             visible = [a for a in s.agents.values() if set(a["environments"]) & set(envs)]
             return JSONResponse({"elements": [
-                {"id": a["id"], "name": a["name"], "labels": a["labels"], "disabled": False} for a in visible
+                {"id": a["id"], "name": a["name"], "labels": a["labels"], "disabled": False, "floating": False,
+                 "createdAt": "2026-11-01T09:00:00Z"} for a in visible
             ]})
         return self._mutate(route, p, principal, env, body)
 

@@ -38,6 +38,11 @@ class HostProcess:
         except FileNotFoundError:
             return "(no log)"
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process itself has used (user + system), from /proc."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, grace: float = 3.0) -> None:
         if not self.alive():
             return
@@ -80,7 +85,7 @@ class Target(ABC):
     def address(self, host: str) -> str: ...
 
     @abstractmethod
-    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> HostProcess: ...
+    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path, announces: bool = False) -> HostProcess: ...
 
     @abstractmethod
     def destroy(self) -> None: ...

@@ -104,11 +104,12 @@ class LocalTarget(Target):
         )
         (etc / "resolv.conf").write_text(f"nameserver {self.subnet}.53\noptions timeout:1 attempts:1\n")
 
-    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> HostProcess:
+    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path, announces: bool = False) -> HostProcess:
         logfh = log.open("ab")
         popen = subprocess.Popen(
             ["ip", "netns", "exec", self.netns(host), *command],
-            stdout=subprocess.PIPE,
+            # A mock announces READY on stdout; anything else writes all its output to its log.
+            stdout=subprocess.PIPE if announces else logfh,
             stderr=logfh,
             env=env,
             cwd=cwd,

@@ -1,0 +1,70 @@
+"""Driver files: the shipped ones load; every broken one is refused naming its field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aislab.driver import DriverError, load_driver
+from aislab.driver.model import render
+
+DRIVERS = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
+
+
+def test_reference_driver_loads():
+    d = load_driver(DRIVERS / "reference.yaml")
+    assert d.name == "reference-ai-service" and d.service.port == 9090
+    assert d.applies("audit") and d.chat.answer == "answer"
+
+
+def test_mutant_driver_extends_the_reference():
+    d = load_driver(DRIVERS / "mutant.yaml")
+    assert d.service.command[-2:] == ("mutants", "{env:AIS_MUTANT}")
+    assert d.service.env["CONTROL_PLANE_ENDPOINT"] == "{lab.controlplane.url}"  # inherited
+
+
+def broken(tmp_path, mutate) -> Path:
+    doc = yaml.safe_load((DRIVERS / "reference.yaml").read_text())
+    mutate(doc)
+    path = tmp_path / "driver.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d.pop("name"), "driver.name"),
+    (lambda d: d["service"].update(port="9090"), "service.port"),
+    (lambda d: d["service"].update(port=70000), "service.port"),
+    (lambda d: d["service"].pop("command"), "service"),
+    (lambda d: d["service"]["ready"].update(timeout="soon"), "service.ready.timeout"),
+    (lambda d: d["chat"].pop("path"), "chat.path"),
+    (lambda d: d["chat"]["json"].pop("message"), "{prompt}"),
+    (lambda d: d["chat"].update(method="DELETE"), "chat.method"),
+    (lambda d: d.update(families=["authentication", "telepathy"]), "families"),
+    (lambda d: d["service"]["env"].update(NESTED={"a": 1}), "service.env.NESTED"),
+])
+def test_broken_driver_names_the_field(tmp_path, mutate, field):
+    with pytest.raises(DriverError, match=field.replace("{", r"\{").replace("}", r"\}")):
+        load_driver(broken(tmp_path, mutate))
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: [unclosed")
+    with pytest.raises(DriverError, match="not valid YAML"):
+        load_driver(tmp_path / "bad.yaml")
+    with pytest.raises(DriverError, match="not found"):
+        load_driver(tmp_path / "absent.yaml")
+
+
+def test_extends_cycle_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(DriverError, match="extends itself"):
+        load_driver(tmp_path / "a.yaml")
+
+
+def test_unknown_placeholder_names_field_and_placeholder():
+    with pytest.raises(DriverError, match=r"service.env.X: unknown placeholder \{lab.nope\}"):
+        render({"X": "{lab.nope}"}, {"lab.llm.url": "u"}, "service.env")

@@ -1,0 +1,116 @@
+"""The scripted mock LLM, driven by the official openai SDK (plain and streaming)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from starlette.testclient import TestClient
+
+from aislab.llm.app import MockLLM
+from aislab.llm.script import ScriptError, validate
+
+KEY, ADMIN = "sk-test", "admin-secret"
+TOOLS = [
+    {"type": "function", "function": {"name": "list_workflows", "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {"name": "get_workflow", "parameters": {
+        "type": "object", "properties": {"workflowName": {"type": "string"}}, "required": ["workflowName"]}}},
+]
+
+
+@pytest.fixture
+def mock():
+    llm = MockLLM(KEY, ADMIN)
+    client = TestClient(llm.app(), base_url="http://llm.lab")
+    sdk = OpenAI(base_url="http://llm.lab/v1", api_key=KEY, http_client=client, max_retries=0)
+    return llm, client, sdk
+
+
+def script(client, conv, *steps):
+    response = client.post("/_lab/scripts", json=[{"match": conv, "steps": list(steps)}], headers={"x-lab-admin": ADMIN})
+    assert response.status_code == 200, response.text
+
+
+def test_models_and_api_key(mock):
+    llm, client, sdk = mock
+    assert [m.id for m in sdk.models.list()] == ["lab-model"]
+    bad = OpenAI(base_url="http://llm.lab/v1", api_key="wrong", http_client=client, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="lab-model", messages=[{"role": "user", "content": "hi"}])
+    assert llm.requests[-1]["headers"]["authorization"] == "Bearer wrong"  # refused requests are recorded too
+
+
+def test_scripted_tool_calls_then_echo(mock):
+    llm, client, sdk = mock
+    script(client, "c1", {"tool_calls": [{"name": "get_workflow", "arguments": {"workflowName": "wf"}}]}, {"echo_tool_results": True})
+    messages = [{"role": "user", "content": "[conv:c1] hello"}]
+    first = sdk.chat.completions.create(model="lab-model", messages=messages, tools=TOOLS).choices[0]
+    assert first.finish_reason == "tool_calls"
+    call = first.message.tool_calls[0]
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_workflow", {"workflowName": "wf"})
+    messages += [first.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "RESULT-123"}]
+    second = sdk.chat.completions.create(model="lab-model", messages=messages, tools=TOOLS).choices[0]
+    assert second.message.content == "RESULT-123"
+    assert [t["function"]["name"] for t in llm.requests[0]["body"]["tools"]] == ["list_workflows", "get_workflow"]
+    assert llm.requests[1]["conversation"] == "c1"
+
+
+def test_call_every_advertised_tool_fits_arguments_to_each_tool(mock):
+    _, client, sdk = mock
+    script(client, "c2", {"call_every_advertised_tool": {"arg_sets": [{"workflowName": "a"}, {"workflowName": "b"}, {"executionId": "x"}]}})
+    calls = sdk.chat.completions.create(model="lab-model", messages=[{"role": "user", "content": "[conv:c2] go"}], tools=TOOLS).choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("list_workflows", {}), ("get_workflow", {"workflowName": "a"}), ("get_workflow", {"workflowName": "b"})]
+
+
+def test_streaming_tool_calls_reassemble(mock):
+    _, client, sdk = mock
+    script(client, "c3", {"tool_calls": [{"name": "run_workflow", "arguments": {"workflowName": "x"}}]})
+    stream = sdk.chat.completions.create(model="lab-model", messages=[{"role": "user", "content": "[conv:c3] go"}], tools=TOOLS, stream=True)
+    name, args = "", ""
+    for chunk in stream:
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            name += delta.function.name or ""
+            args += delta.function.arguments or ""
+    assert (name, json.loads(args)) == ("run_workflow", {"workflowName": "x"})  # not advertised: adversarial on purpose
+
+
+def test_scripted_failure(mock):
+    _, client, sdk = mock
+    script(client, "c4", {"fail": 500})
+    with pytest.raises(openai.InternalServerError):
+        sdk.chat.completions.create(model="lab-model", messages=[{"role": "user", "content": "[conv:c4] go"}])
+
+
+def test_barrier_releases_only_when_all_parties_arrive():
+    llm = MockLLM(KEY, ADMIN)
+    barrier = {"name": "b", "parties": 2, "timeout": 5}
+    llm.scripts = {c: validate({"match": c, "steps": [{"answer": c, "barrier": barrier}]}) for c in ("x", "y")}
+
+    async def main():
+        transport = httpx.ASGITransport(app=llm.app())
+        sdk = AsyncOpenAI(base_url="http://llm.lab/v1", api_key=KEY, http_client=httpx.AsyncClient(transport=transport), max_retries=0)
+        ask = lambda c: sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": f"[conv:{c}] q"}])  # noqa: E731
+        first = asyncio.ensure_future(ask("x"))
+        await asyncio.sleep(0)  # let the first request reach the barrier
+        assert not first.done()
+        second = await ask("y")
+        return (await first).choices[0].message.content, second.choices[0].message.content
+
+    assert asyncio.run(main()) == ("x", "y")
+    assert [r["barrierMet"] for r in llm.requests] == [True, True]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"steps": []}, "match"),
+    ({"match": "c", "steps": []}, "non-empty"),
+    ({"match": "c", "steps": [{"answer": "a", "echo_tool_results": True}]}, "exactly one"),
+    ({"match": "c", "steps": [{"tool_calls": [{"arguments": {}}]}]}, "name"),
+])
+def test_broken_scripts_are_refused_with_a_reason(bad, message):
+    with pytest.raises(ScriptError, match=message):
+        validate(bad)
