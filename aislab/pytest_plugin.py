@@ -160,7 +160,7 @@ def pytest_runtest_makereport(item, call):
         if previous is None or previous.outcome == "passed":
             s.results[item.nodeid] = ScenarioResult(
                 nodeid=item.nodeid,
-                name=getattr(item, "_obj", item).__doc__ or item.name,
+                name=scenario_name(item),
                 claims=cids,
                 outcome=outcome,
                 seconds=(previous.seconds if previous else 0) + report.duration,
@@ -169,6 +169,13 @@ def pytest_runtest_makereport(item, call):
     if report.when == "teardown" and item.nodeid in s.results:
         s.results[item.nodeid].evidence = item.stash.get(EVIDENCE, [])
     return report
+
+
+def scenario_name(item) -> str:
+    """pytest-bdd documents each scenario function as "Feature: Scenario"; outlines add their example."""
+    name = (getattr(item, "obj", None).__doc__ or item.name).split(": ", 1)[-1]
+    callspec = getattr(item, "callspec", None)
+    return f"{name} [{callspec.id}]" if callspec else name
 
 
 def pytest_sessionfinish(session, exitstatus):
