@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,9 @@ from aislab.controlplane.rbac import Directory
 from aislab.driver.client import ChatExchange, send_chat
 from aislab.driver.model import Driver, placeholders, render
 from aislab.idp.tokens import SigningKey, TokenFactory, jwks_document
-from aislab.targets.base import MOCKS, PORTS, HostProcess, LabError, Target
+from aislab import proxies
+from aislab.pki import CA
+from aislab.targets.base import HOSTS, MOCKS, OUTSIDE_NAMES, PORTS, WITNESS_TCP, WITNESS_UDP, HostProcess, LabError, Target
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT / "fixtures"
@@ -37,6 +40,7 @@ class Lab:
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aislab-")))
     timings: dict[str, float] = field(default_factory=dict)
     service: HostProcess | None = None
+    service_overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.admin_secret = secrets.token_urlsafe(24)
@@ -46,10 +50,20 @@ class Lab:
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # Proxies drop root: they may traverse the state directory but list nothing in it.
+        self.state_dir.chmod(0o711)
+        self.proxy_dir = self.state_dir / "proxies"
+        self.proxy_dir.mkdir(mode=0o755, exist_ok=True)
+        self.proxy_logs: dict[str, Path] = {}
 
     # --- addresses ---------------------------------------------------------------------
     def url(self, host: str) -> str:
+        if host == "witness":  # the witness lives on the service's host
+            return f"http://{self.target.address('service')}:{PORTS['witness']}"
         return f"http://{self.target.address(host)}:{PORTS.get(host) or self.driver.service.port}"
+
+    def proxy_url(self, kind: str, refusing: bool = False) -> str:
+        return f"http://{self.target.address(kind)}:{proxies.PORTS[kind][1 if refusing else 0]}"
 
     @property
     def issuer(self) -> str:
@@ -73,6 +87,7 @@ class Lab:
             "lab.org_id": ORG_ID,
             "lab.service_token": self.service_token,
             "lab.service.port": str(self.driver.service.port),
+            "lab.ca_file": str(self.state_dir / "ca.pem"),
         }
         for name in placeholders(self.driver.service.env) | placeholders(list(self.driver.service.command or [])):
             if name.startswith("env:"):
@@ -88,7 +103,14 @@ class Lab:
         self.tokens = TokenFactory(key, self.issuer)
         self.service_token = self.tokens.mint(self.directory.user_for("svc-ai-assistant"), exp=int(time.time()) + 86400)
         (self.state_dir / "jwks.json").write_text(json.dumps(jwks_document(key)))
-        (self.state_dir / "lab.json").write_text(json.dumps({
+        CA.create().save(self.state_dir)
+        (self.state_dir / "ca.key").chmod(0o600)
+        addr = self.target.address
+        dns_names = {f"{h}.lab": addr(h) for h in HOSTS if h != "harness"}
+        dns_names.update({name: addr(host) for name, host in OUTSIDE_NAMES.items()})
+        lab_json = self.state_dir / "lab.json"
+        lab_json.touch(mode=0o600)
+        lab_json.write_text(json.dumps({
             "issuer": self.issuer,
             "admin_secret": self.admin_secret,
             "llm_api_key": self.llm_api_key,
@@ -96,28 +118,67 @@ class Lab:
             "nonce": self.nonce,
             "users_file": str(self.fixtures / "lab" / "users.yaml"),
             "seed_file": str(self.fixtures / "lab" / "seed.yaml"),
+            "provider_names": sorted(n for n, h in OUTSIDE_NAMES.items() if h == "provider"),
+            "dns_names": dns_names,
+            "outside_ip": addr("outside"),
+            "witness_tcp_port": WITNESS_TCP,
+            "witness_udp_port": WITNESS_UDP,
         }))
         self.target.create()
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
-        procs = [
-            self.target.spawn(
-                host,
-                [sys.executable, "-m", "aislab.hosts", host, "--listen", f"{self.target.address(host)}:{PORTS[host]}",
-                 "--state", str(self.state_dir)],
-                self._base_env(),
-                self.state_dir / "logs" / f"{host}.log",
-                PROJECT,
-                announces=True,
-            )
-            for host in MOCKS
-        ]
-        with ThreadPoolExecutor(len(procs)) as pool:
-            list(pool.map(lambda p: p.await_ready_line(15), procs))
+        procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
+        procs.append(self._spawn_lab_host("service", "witness", f"{addr('service')}:{PORTS['witness']}"))
+        proxy_procs = self._spawn_proxies()
+        with ThreadPoolExecutor(len(procs) + len(proxy_procs)) as pool:
+            waits = [pool.submit(p.await_ready_line, 15) for p in procs]
+            waits += [pool.submit(self._await_port, p, ip, port) for p, ip, port in proxy_procs]
+            for w in waits:
+                w.result()
         self.timings["mocks"] = time.monotonic() - t1
         self.start_service()
         self.timings["lab_up"] = time.monotonic() - t0
         return self
+
+    def _spawn_lab_host(self, host: str, role: str, listen: str) -> HostProcess:
+        return self.target.spawn(
+            host,
+            [sys.executable, "-m", "aislab.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
+            self._base_env(),
+            self.state_dir / "logs" / f"{role}.log",
+            PROJECT,
+            announces=True,
+        )
+
+    def _spawn_proxies(self) -> list[tuple[HostProcess, str, int]]:
+        missing = proxies.missing_binaries()
+        if missing:
+            raise LabError(f"the lab's proxies need {' and '.join(missing)}: apt-get install {' '.join(missing)}")
+        addr = self.target.address
+        specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), addr("harness").rsplit(".", 1)[0]),
+                 "squid": proxies.squid(self.proxy_dir, addr("squid"), addr("dns"))}
+        started = []
+        for kind, group in specs.items():
+            for spec in group:
+                proc = self.target.spawn(kind, spec.command, self._base_env(), self.state_dir / "logs" / f"{spec.name}.log", PROJECT)
+                self.proxy_logs[spec.name] = spec.log
+                started += [(proc, addr(kind), port) for port in sorted(set(spec.ports))]
+        return started
+
+    def _await_port(self, proc: HostProcess, ip: str, port: int, timeout: float = 10) -> None:
+        """For programs that announce nothing: connect until the port accepts, or the program dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex((ip, port)) == 0:
+                    return
+            try:
+                code = proc.popen.wait(timeout=0.02)
+                raise LabError(f"lab host {proc.name} exited with code {code}:\n{proc.tail()}")
+            except subprocess.TimeoutExpired:
+                pass
+        raise LabError(f"lab host {proc.name} did not open {ip}:{port} within {timeout:.0f}s:\n{proc.tail()}")
 
     def _base_env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
@@ -135,6 +196,7 @@ class Lab:
         self.service = self.target.spawn(
             "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", PROJECT
         )
+        self.service_overrides = dict(overrides or {})
         self._await_service()
         self.timings["service_start"] = time.monotonic() - t0
 
@@ -162,9 +224,18 @@ class Lab:
 
     def restart_service(self, overrides: dict[str, str] | None = None) -> None:
         if self.service:
+            self.timings["service_cpu_before_restarts"] = self.timings.get("service_cpu_before_restarts", 0.0) + self.service.cpu_seconds()
             self.service.stop()
             self.target.processes.remove(self.service)
         self.start_service(overrides)
+
+    def ensure_service(self, overrides: dict[str, str] | None = None, fresh: bool = False) -> None:
+        """Run the service with exactly these overrides of its driver env (fresh: restart anyway,
+        so that its start-up is observed)."""
+        overrides = overrides or {}
+        if fresh or overrides != self.service_overrides:
+            self.restart_service(overrides)
+            self.timings["service_restarts"] = self.timings.get("service_restarts", 0) + 1
 
     def down(self) -> None:
         if self.service and self.service.alive():
@@ -195,8 +266,16 @@ class Lab:
         return response
 
     def reset(self) -> None:
-        self._admin("POST", "controlplane", "/_lab/reset")
-        self._admin("POST", "llm", "/_lab/reset")
+        for host in ("controlplane", "llm", "provider", "witness", "outside", "dns"):
+            self._admin("POST", host, "/_lab/reset")
+
+    def records(self, host: str) -> list[dict]:
+        """What a recording host saw: witness, outside, dns (records) or provider (LLM requests)."""
+        path = "/_lab/requests" if host in ("llm", "provider") else "/_lab/records"
+        return self._admin("GET", host, path).json()
+
+    def proxy_log_text(self) -> dict[str, str]:
+        return {name: path.read_text(errors="replace") for name, path in self.proxy_logs.items()}
 
     def register_scripts(self, scripts: list[dict]) -> None:
         self._admin("POST", "llm", "/_lab/scripts", json=scripts)

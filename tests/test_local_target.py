@@ -48,16 +48,24 @@ def test_service_that_never_answers_times_out_with_its_log(tmp_path):
         lab.down()
 
 
-def test_the_service_host_has_no_route_out(tmp_path):
+def test_every_attempt_to_leave_the_service_host_is_caught_by_the_witness(tmp_path):
     lab = Lab(make_target("local", tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
     try:
         ns = lab.target.netns("service")
         routes = subprocess.run(["ip", "-n", ns, "route"], capture_output=True, text=True).stdout
-        assert "default" not in routes and routes.startswith(lab.target.subnet)
-        probe = subprocess.run(["ip", "netns", "exec", ns, "python3", "-c",
-                                "import socket; s=socket.socket(); s.settimeout(2); print(s.connect_ex(('198.51.100.7', 80)))"],
-                               capture_output=True, text=True)
-        assert probe.stdout.strip() == "101"  # ENETUNREACH at once: nothing can leave
+        assert "default dev dead0" in routes  # the only way out is a dead end
+        lab.reset()
+        probe = ("import socket\n"
+                 "s = socket.create_connection(('198.51.100.7', 80), timeout=2)\n"
+                 "s.sendall(b'GET /probe HTTP/1.1\\r\\nHost: probe.example\\r\\n\\r\\n'); print(s.recv(100)[:12])\n"
+                 "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('198.51.100.8', 9999))\n"
+                 "try:\n    socket.create_connection(('2001:db8::1', 80), timeout=2)\nexcept OSError as e:\n    print('v6', e.errno)\n")
+        out = lab.target.run_in("service", ["python3", "-c", probe]).stdout
+        assert "HTTP/1.1 502" in out and "v6" in out  # answered by the witness; IPv6 refused at once
+        records = lab.records("witness")
+        tcp = next(r for r in records if r["proto"] == "tcp")
+        assert (tcp["dst"], tcp["host"], tcp["path"]) == ("198.51.100.7:80", "probe.example", "/probe")
+        assert any(r["proto"] == "udp" and r["dst"] == "198.51.100.8:9999" for r in records)
         assert lab.timings["lab_up"] < 5
     finally:
         lab.down()

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from aislab.targets.base import HOSTS, HostProcess, LabError, Target
+from aislab.targets.base import HOSTS, INFRASTRUCTURE, WITNESS_TCP, WITNESS_UDP, HostProcess, LabError, Target, stop_all
 
 SLOTS = 32
 LOCK_DIR = Path("/run/aislab")
@@ -36,8 +36,9 @@ def _ip_batch(lines: list[str], netns: str | None = None) -> None:
 
 def preflight() -> None:
     """Say exactly what is missing instead of failing deep inside `ip`."""
-    if shutil.which("ip") is None:
-        raise LabError("the local target needs the `ip` command (Debian package iproute2): apt-get install iproute2")
+    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables")):
+        if shutil.which(tool) is None:
+            raise LabError(f"the local target needs `{tool}` (Debian package {package}): apt-get install {package}")
     if os.geteuid() != 0:
         raise LabError(
             "the local target needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces "
@@ -89,6 +90,28 @@ class LocalTarget(Target):
         for host in HOSTS:
             if host != "harness":
                 self._add_host(host)
+        self._egress_witness_plumbing()
+
+    def _egress_witness_plumbing(self) -> None:
+        """Give the service's host a default route into a dead end and redirect every attempt
+        that is not to lab infrastructure to the witness, which records it. IPv6 is off there,
+        so no attempt can slip past over v6."""
+        ns = self.netns("service")
+        _ip_batch(["link add dead0 type veth peer name dead1", "link set dead0 up", "link set dead1 up",
+                   "route add default dev dead0"], ns)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1"], check=True, capture_output=True)
+        allowed = ["-A OUTPUT -d 127.0.0.0/8 -j RETURN"] + [f"-A OUTPUT -d {self.address(h)}/32 -j RETURN" for h in INFRASTRUCTURE]
+        # TCP: REDIRECT, the witness reads SO_ORIGINAL_DST. UDP: REDIRECT would hide the original
+        # destination, so mark it, route it to lo and TPROXY it (IP_RECVORIGDSTADDR keeps it).
+        rules = ["*nat", *allowed, f"-A OUTPUT -p tcp -j REDIRECT --to-ports {WITNESS_TCP}", "COMMIT",
+                 "*mangle", *allowed, "-A OUTPUT -p udp -j MARK --set-mark 1",
+                 f"-A PREROUTING -i lo -p udp -m mark --mark 1 -j TPROXY --on-ip 127.0.0.1 --on-port {WITNESS_UDP} --tproxy-mark 1",
+                 "COMMIT", ""]
+        _ip_batch(["rule add fwmark 1 lookup 100", "route add local 0.0.0.0/0 dev lo table 100"], ns)
+        proc = subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], input="\n".join(rules), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
 
     def _add_host(self, host: str) -> None:
         ns = self.netns(host)
@@ -120,9 +143,11 @@ class LocalTarget(Target):
         self.processes.append(proc)
         return proc
 
+    def run_in(self, host: str, command: list[str], timeout: float = 10) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.netns(host), *command], capture_output=True, text=True, timeout=timeout)
+
     def destroy(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop()
+        stop_all(self.processes)
         self.processes.clear()
         self._remove_leftovers()
 

@@ -1,0 +1,1 @@
+"""The fake outside world: the egress witness, the telemetry collector, the LLM provider."""
