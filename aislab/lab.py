@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Lab:
         self.proxy_dir = self.state_dir / "proxies"
         self.proxy_dir.mkdir(mode=0o755, exist_ok=True)
         self.proxy_logs: dict[str, Path] = {}
+        self.proxy_offsets: dict[str, int] = {}
 
     # --- addresses ---------------------------------------------------------------------
     def url(self, host: str) -> str:
@@ -266,19 +268,49 @@ class Lab:
         return response
 
     def reset(self) -> None:
-        for host in ("controlplane", "llm", "provider", "witness", "outside", "dns"):
+        self._admin("POST", "controlplane", "/_lab/reset")
+        self._admin("POST", "llm", "/_lab/reset")
+        self.reset_witnesses()
+
+    def reset_witnesses(self) -> None:
+        """Forget what the network witnesses saw (the proxies' logs are read from here on)."""
+        for host in ("provider", "witness", "outside", "dns"):
             self._admin("POST", host, "/_lab/reset")
+        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
+
+    def await_records(self, host: str, predicate, timeout: float) -> list[dict]:
+        """Records of `host` once one satisfies `predicate`, or all of them at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.records(host)
+            if any(predicate(r) for r in records) or time.monotonic() >= deadline:
+                return records
+            threading.Event().wait(0.05)  # back-off between looks at the witness
+
+    def idle(self, seconds: float) -> None:
+        """An observation window in which the harness does nothing and the witnesses listen."""
+        threading.Event().wait(seconds)
 
     def records(self, host: str) -> list[dict]:
         """What a recording host saw: witness, outside, dns (records) or provider (LLM requests)."""
         path = "/_lab/requests" if host in ("llm", "provider") else "/_lab/records"
         return self._admin("GET", host, path).json()
 
-    def proxy_log_text(self) -> dict[str, str]:
-        return {name: path.read_text(errors="replace") for name, path in self.proxy_logs.items()}
+    def proxy_records(self) -> list[dict]:
+        """Access-log lines the proxies wrote since the last reset, parsed."""
+        out = []
+        for name, path in self.proxy_logs.items():
+            with path.open("rb") as fh:
+                fh.seek(self.proxy_offsets.get(name, 0))
+                text = fh.read().decode("utf-8", "replace")
+            out += [{**r, "instance": name} for r in proxies.parse_log(name.split("-")[0], text)]
+        active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
+        out += [{**r, "instance": "squid"} for r in proxies.parse_squid_active(active.text)]
+        return out
 
     def register_scripts(self, scripts: list[dict]) -> None:
-        self._admin("POST", "llm", "/_lab/scripts", json=scripts)
+        for host in ("llm", "provider"):  # whichever the service is pointed at
+            self._admin("POST", host, "/_lab/scripts", json=scripts)
 
     def cp_journal(self) -> list[dict]:
         return self._admin("GET", "controlplane", "/_lab/journal").json()

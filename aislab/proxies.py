@@ -103,3 +103,15 @@ def parse_log(kind: str, text: str) -> list[dict]:
         elif "Access denied" in line or "denied" in line.lower():
             records.append({"proxy": "tinyproxy", "client": client, "method": None, "url": None, "status": "403", "line": line.strip()})
     return records
+
+
+def parse_squid_active(text: str) -> list[dict]:
+    """Squid logs a CONNECT tunnel only when it closes; its cache manager lists the open ones."""
+    records = []
+    for block in text.split("\n\n"):
+        fields = dict(re.findall(r"^\s*(remote|uri|logType)[: ]\s*(\S+)", block, re.M))
+        if "uri" in fields and "squid-internal-mgr" not in fields["uri"]:
+            method = "CONNECT" if fields.get("logType") == "TCP_TUNNEL" else None
+            records.append({"proxy": "squid", "client": fields.get("remote", "").rsplit(":", 1)[0],
+                            "method": method, "url": fields["uri"], "status": "open", "result": fields.get("logType")})
+    return records

@@ -26,6 +26,13 @@ def pytest_addoption(parser):
     group.addoption("--driver", default=str(FIXTURES / "drivers" / "reference.yaml"), help="driver file of the service under test")
     group.addoption("--target", default="local", choices=("local", "docker", "kind"), help="lab backend")
     group.addoption("--report-dir", default=str(PROJECT / "reports" / "latest"), help="where the report and evidence go")
+    group.addoption("--profile", default="quick", choices=sorted(PROFILES),
+                    help="quick: short idle windows; certification: long ones (as in Sonobuoy's modes)")
+
+
+# Seconds the witnesses keep listening while the service idles, per profile.
+PROFILES = {"quick": {"idle_seconds": 1.0}, "certification": {"idle_seconds": 30.0}}
+NETWORK_FAMILIES = {"proxy", "telemetry", "air-gap"}
 
 
 class Session:
@@ -114,9 +121,17 @@ def script_book(lab) -> ScriptBook:
     return ScriptBook(lab.fixtures / "llm" / "scripts.yaml", lab.seed)
 
 
+@pytest.fixture(scope="session")
+def profile(request) -> dict:
+    return PROFILES[request.config.getoption("--profile")]
+
+
 @pytest.fixture
 def evidence(request, lab, aislab_session):
     """Per scenario: reset the lab; afterwards attach what the witnesses saw, redacted."""
+    families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
+    if not families & NETWORK_FAMILIES:
+        lab.ensure_service({})  # a network scenario may have left the service reconfigured
     lab.reset()
     extra: dict[str, object] = {}
     yield extra
@@ -127,6 +142,14 @@ def evidence(request, lab, aislab_session):
         sink.attach(slug, "llm-requests", lab.llm_requests()),
         sink.attach(slug, "audit-log", lab.audit_log()),
     ]
+    if families & NETWORK_FAMILIES:
+        paths += [
+            sink.attach(slug, "egress-witness", lab.records("witness")),
+            sink.attach(slug, "dns-queries", lab.records("dns")),
+            sink.attach(slug, "outside-world", lab.records("outside")),
+            sink.attach(slug, "llm-provider-requests", lab.records("provider")),
+            sink.attach(slug, "proxy-log", lab.proxy_records()),
+        ]
     paths += [sink.attach(slug, name, payload) for name, payload in extra.items()]
     request.node.stash[EVIDENCE] = [str(p.relative_to(aislab_session.report_dir)) for p in paths]
 
@@ -186,6 +209,7 @@ def pytest_sessionfinish(session, exitstatus):
     meta = {
         "driver": {"name": s.driver.name, "version": s.driver.version, "file": str(s.driver.path)},
         "target": session.config.getoption("--target"),
+        "profile": session.config.getoption("--profile"),
         "started": s.started,
         "timings": {k: round(v, 3) for k, v in (lab.timings.items() if lab else [])},
     }

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-FAMILIES = ("authentication", "authorization", "read-only", "audit")
+FAMILIES = ("authentication", "authorization", "read-only", "audit", "proxy", "telemetry", "air-gap")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.:-]*)\}")
 
 
@@ -49,6 +49,14 @@ class ChatSpec:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """Where the service takes the settings the network claims vary."""
+
+    llm_url_env: str = "LLM_API_URL"
+    ca_file_env: str = "SSL_CERT_FILE"
+
+
+@dataclass(frozen=True)
 class Driver:
     path: Path
     name: str
@@ -56,8 +64,8 @@ class Driver:
     service: ServiceSpec
     chat: ChatSpec
     families: tuple[str, ...]
+    network: NetworkSpec = field(default_factory=NetworkSpec)
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
     def applies(self, family: str) -> bool:
         return family in self.families
@@ -170,6 +178,10 @@ def _parse(path: Path, doc: dict) -> Driver:
         ),
         chat=chat,
         families=tuple(families),
+        network=NetworkSpec(
+            llm_url_env=_need(net := _need(doc, "network", dict, "driver", default={}), "llm_url_env", str, "network", default="LLM_API_URL"),
+            ca_file_env=_need(net, "ca_file_env", str, "network", default="SSL_CERT_FILE"),
+        ),
         notes=doc.get("notes", ""),
     )
 

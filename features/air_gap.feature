@@ -1,0 +1,29 @@
+@air-gap
+Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
+  The service is configured as an air-gapped install is: the LLM inside the lab, no proxy,
+  DO_NOT_TRACK=true. Its host has no way out: every attempt ends at the egress witness.
+
+  Background:
+    Given the egress witness is shown to record an attempt to leave the service's host
+
+  @AIS-AIRGAP-01
+  Scenario: The service starts and answers chats that use tools
+    Given the service has just started air-gapped
+    When the reader asks the assistant to use every tool on every resource
+    Then the chat succeeded
+    And the model received the results of the tools it called
+
+  @AIS-AIRGAP-02
+  Scenario: No DNS, TCP or UDP attempt leaves the allowlist, in any phase
+    Given the service has just started air-gapped
+    When the reader chats following the LLM script "list-workflows"
+    And the reader chats following the LLM script "provider-failure"
+    And the service idles for the profile's idle window
+    Then nothing left the service's host except to the lab infrastructure
+
+  @AIS-AIRGAP-03
+  Scenario: Conversation content goes to the configured LLM and nowhere else
+    Given the service has just started air-gapped
+    When the reader asks the assistant to use every tool on every resource
+    And the service idles for the profile's idle window
+    Then the conversation's content reached the configured LLM and nothing else

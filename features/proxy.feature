@@ -1,0 +1,64 @@
+@proxy
+Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
+  Judged from the real proxies' access logs, the provider's record of who connected, and the
+  egress witness on the service's host, which records every attempt to go around the proxy.
+
+  Background:
+    Given the egress witness is shown to record an attempt to leave the service's host
+
+  Rule: The model provider is reached through the proxy, only
+
+    @AIS-PROXY-01
+    Scenario Outline: Every request to a third-party LLM over <scheme> goes through <proxy>
+      Given the service uses a third-party LLM over <scheme> through <proxy>
+      When the reader chats following the LLM script "list-workflows"
+      Then the chat succeeded
+      And every LLM request reached the provider through <proxy>, as a <scheme> request
+      And the service made no direct attempt to reach the LLM provider
+
+      Examples:
+        | scheme | proxy     |
+        | https  | tinyproxy |
+        | https  | squid     |
+        | http   | tinyproxy |
+        | http   | squid     |
+
+    @AIS-PROXY-02
+    Scenario Outline: NO_PROXY destinations are reached directly and everything else through <proxy>
+      Given the service uses a third-party LLM over https through <proxy>
+      When the reader chats following the LLM script "list-workflows"
+      Then the chat succeeded
+      And the control plane was reached directly, never through a proxy
+      And every LLM request reached the provider through <proxy>, as a https request
+
+      Examples:
+        | proxy     |
+        | tinyproxy |
+        | squid     |
+
+  Rule: Telemetry takes the same road
+
+    @AIS-PROXY-03
+    Scenario Outline: Telemetry goes through <proxy> too
+      Given the service has just started with telemetry on, a third-party LLM and <proxy>
+      When the reader chats following the LLM script "list-workflows"
+      Then the service's telemetry reached the outside world through <proxy>, never directly
+
+      Examples:
+        | proxy     |
+        | tinyproxy |
+        | squid     |
+
+  Rule: A broken proxy is a closed door
+
+    @AIS-PROXY-04
+    Scenario Outline: When the proxy is <state>, the service fails closed
+      Given the service uses a third-party LLM through a proxy that is <state>
+      When the reader chats following the LLM script "list-workflows"
+      Then the chat failed with an error and nothing went around the proxy
+
+      Examples:
+        | state              |
+        | down               |
+        | tinyproxy refusing |
+        | squid refusing     |

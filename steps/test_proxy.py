@@ -1,0 +1,41 @@
+"""Scenarios of features/proxy.feature and the steps only they use."""
+
+from __future__ import annotations
+
+from pytest_bdd import parsers, scenarios, then
+
+from aislab import network_checks
+from aislab.network_checks import NetView
+from steps.common import Chat
+from steps.network import PROVIDER_URLS
+
+scenarios("proxy.feature")
+
+
+@then(parsers.parse("every LLM request reached the provider through {proxy}, as a {scheme} request"))
+def llm_via_proxy(lab, proxy, scheme):
+    host = PROVIDER_URLS[scheme].split("/")[2]
+    network_checks.llm_through_proxy(NetView.of(lab), lab.target.address(proxy), proxy, scheme, host)
+
+
+@then("the service made no direct attempt to reach the LLM provider")
+def no_direct(lab, provider_names):
+    network_checks.no_direct_attempt(NetView.of(lab), provider_names, {lab.target.address("provider")})
+
+
+@then("the control plane was reached directly, never through a proxy")
+def cp_direct(lab, chat: Chat):
+    network_checks.reached_directly(lab.cp_journal(), NetView.of(lab), lab.target.address("service"), lab.target.address("controlplane"))
+
+
+@then(parsers.parse("the service's telemetry reached the outside world through {proxy}, never directly"))
+def telemetry_via_proxy(lab, proxy, evidence):
+    proxy_ip = lab.target.address(proxy)
+    lab.await_records("outside", lambda r: r["client"] == proxy_ip, timeout=5)
+    evidence["telemetry"] = network_checks.telemetry_through_proxy(NetView.of(lab), proxy_ip, proxy)
+
+
+@then("the chat failed with an error and nothing went around the proxy")
+def fails_closed(lab, chat: Chat, profile):
+    lab.idle(profile["idle_seconds"])  # a fallback may come late: give it the idle window
+    network_checks.failed_closed(chat.exchange.status, NetView.of(lab))
