@@ -101,7 +101,9 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.pki import CA, SNIContexts
 
         records = Records(lab["admin_secret"])
-        tls = SNIContexts(CA.load(state), state, "outside.lab")
+        certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
+        certs.mkdir(exist_ok=True)
+        tls = SNIContexts(CA.load(state), certs, "outside.lab")
         if role == "witness":  # inside the service's host: catches what iptables REDIRECTs
             catcher = Catcher(records.add, tls, lambda e: (502, b'{"error": "blocked by the lab egress witness"}'), redirected=True)
             catcher.serve_tcp("0.0.0.0", lab["witness_tcp_port"])

@@ -69,9 +69,11 @@ def reached_directly(cp_entries: list[dict], view: NetView, service_ip: str, cp_
     violation_if(logged, f"the proxy logged control-plane traffic: {logged[:3]}")
 
 
-def telemetry_through_proxy(view: NetView, proxy_ip: str, proxy_kind: str) -> list[dict]:
+def telemetry_through_proxy(view: NetView, proxy_ip: str, proxy_kind: str, llm_names: set[str], llm_ips: set[str]) -> list[dict]:
+    """Telemetry is whatever goes to the outside world other than the model provider."""
     via_proxy = [r for r in view.outside if r["client"] == proxy_ip]
-    violation_if(view.witness, f"telemetry or other traffic went around the proxy: {[_where(r) for r in view.witness[:5]]}")
+    direct = [r for r in view.witness if not (_names(r) & llm_names or (r.get("dst") or "").split(":")[0] in llm_ips)]
+    violation_if(direct, f"telemetry went around the proxy: {[_where(r) for r in direct[:5]]}")
     if not via_proxy:
         raise Undetermined("the service sent no telemetry through the proxy or directly; nothing to judge")
     return via_proxy
@@ -107,6 +109,8 @@ def content_only_to_llm(view: NetView, llm_requests: list[dict], nonce: str) -> 
     }
     leaked = {k: sorted(v)[:3] for k, v in elsewhere.items() if v}
     violation_if(leaked, f"conversation content left for somewhere other than the configured LLM: {leaked}")
-    attempts = [_where(r) for r in view.witness]
-    violation_if(attempts, f"the service tried to reach other destinations during the conversation: {attempts[:5]}")
+    # An attempt whose payload the witness could not read (no TLS trust, no request) may carry
+    # content: the evidence is incomplete, so the verdict must not be `satisfied`.
+    unread = [_where(r) for r in view.witness if r.get("proto") == "tcp" and "body" not in r]
+    undetermined_unless(not unread, f"attempts whose content the witness could not read: {unread[:5]}")
     return sent

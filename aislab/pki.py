@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import ipaddress
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,9 @@ class SNIContexts:
         if name not in self.contexts:
             cert, key = self.ca.issue(name)
             path = self.workdir / f"cert-{hashlib.sha256(name.encode()).hexdigest()[:16]}.pem"
-            path.write_bytes(cert + key)
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_bytes(cert + key)
+            tmp.replace(path)  # atomic: two threads asking for one name never read half a file
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(path)
             self.contexts[name] = ctx

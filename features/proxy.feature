@@ -12,9 +12,9 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     Scenario Outline: Every request to a third-party LLM over <scheme> goes through <proxy>
       Given the service uses a third-party LLM over <scheme> through <proxy>
       When the reader chats following the LLM script "list-workflows"
-      Then the chat succeeded
+      Then the service made no direct attempt to reach the LLM provider
       And every LLM request reached the provider through <proxy>, as a <scheme> request
-      And the service made no direct attempt to reach the LLM provider
+      And the chat succeeded
 
       Examples:
         | scheme | proxy     |
@@ -27,9 +27,9 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     Scenario Outline: NO_PROXY destinations are reached directly and everything else through <proxy>
       Given the service uses a third-party LLM over https through <proxy>
       When the reader chats following the LLM script "list-workflows"
-      Then the chat succeeded
-      And the control plane was reached directly, never through a proxy
+      Then the service made no direct attempt to reach the LLM provider
       And every LLM request reached the provider through <proxy>, as a https request
+      And the control plane was reached directly, never through a proxy
 
       Examples:
         | proxy     |
