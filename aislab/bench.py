@@ -30,14 +30,22 @@ def main(argv: list[str]) -> int:
         return 1
     report = json.loads(report_file.read_text())
     t = report["timings"]
+    by_family: dict[str, float] = {}
+    for claim in report["claims"]:
+        by_family[claim["family"]] = by_family.get(claim["family"], 0.0) + sum(sc["seconds"] for sc in claim["scenarios"])
+    network = sum(v for k, v in by_family.items() if k in ("proxy", "telemetry", "air-gap"))
     numbers = {
         "lab_setup_seconds": t.get("lab_up"),
         "network_seconds": t.get("network"),
         "mocks_seconds": t.get("mocks"),
         "scenarios": sum(len(c["scenarios"]) for c in report["claims"]),
         "suite_wall_seconds": round(wall, 2),
+        "network_scenarios_seconds": round(network, 2),
+        "other_scenarios_seconds": round(sum(by_family.values()) - network, 2),
+        "profile": report.get("profile"),
         "service_start_seconds": t.get("service_start"),
-        "service_cpu_seconds": t.get("service_cpu"),
+        "service_cpu_seconds": round(t.get("service_cpu", 0) + t.get("service_cpu_before_restarts", 0), 2),
+        "service_restarts": t.get("service_restarts", 0),
         "chat_round_trip_seconds": t.get("chat_wall"),
         "result": report["result"],
     }

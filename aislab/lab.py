@@ -280,12 +280,17 @@ class Lab:
 
     def await_records(self, host: str, predicate, timeout: float) -> list[dict]:
         """Records of `host` once one satisfies `predicate`, or all of them at the deadline."""
+        self.await_condition(lambda: any(predicate(r) for r in self.records(host)), timeout)
+        return self.records(host)
+
+    def await_condition(self, condition, timeout: float) -> bool:
+        """Look again until `condition()` holds or the deadline passes; say which."""
         deadline = time.monotonic() + timeout
-        while True:
-            records = self.records(host)
-            if any(predicate(r) for r in records) or time.monotonic() >= deadline:
-                return records
-            threading.Event().wait(0.05)  # back-off between looks at the witness
+        while not condition():
+            if time.monotonic() >= deadline:
+                return False
+            threading.Event().wait(0.05)  # back-off between looks at the witnesses
+        return True
 
     def idle(self, seconds: float) -> None:
         """An observation window in which the harness does nothing and the witnesses listen."""

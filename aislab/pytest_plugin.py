@@ -74,6 +74,9 @@ def claim_ids(item) -> list[str]:
 
 def pytest_collection_modifyitems(config, items):
     s = config.stash[SESSION]
+    # Scenarios that reconfigure the service run last, so the default service starts once.
+    families = lambda item: {s.claims[c]["family"] for c in claim_ids(item) if c in s.claims}  # noqa: E731
+    items.sort(key=lambda item: bool(families(item) & NETWORK_FAMILIES))
     for item in items:
         for cid in claim_ids(item):
             if cid not in s.claims:

@@ -93,11 +93,16 @@ def hides_grouped_resources(c: Components) -> Components:
 
 @variant("shared-result-cache")
 def shared_result_cache(c: Components) -> Components:
-    cache: dict[str, str] = {}
+    shared: dict[str, str] = {}
+    return _caching(c, lambda ctx: shared)
+
+
+def _caching(c: Components, cache_for) -> Components:
+    """Tool results answered from a cache keyed by tool and arguments (never by user)."""
 
     class Cached(ToolBox):
         async def execute(self, name, raw_args, ctx):
-            key = f"{name}:{raw_args}"
+            cache, key = cache_for(ctx), f"{name}:{raw_args}"
             if key not in cache:
                 cache[key] = await super().execute(name, raw_args, ctx)
             return cache[key]
@@ -164,15 +169,7 @@ def raw_path_arguments(c: Components) -> Components:
 
 @variant("repeat-call-cache")
 def repeat_call_cache(c: Components) -> Components:
-    class Remembering(ToolBox):
-        async def execute(self, name, raw_args, ctx):
-            memo = ctx.__dict__.setdefault("memo", {})
-            key = f"{name}:{raw_args}"
-            if key not in memo:
-                memo[key] = await super().execute(name, raw_args, ctx)
-            return memo[key]
-
-    return _swap_toolbox(c, Remembering)
+    return _caching(c, lambda ctx: ctx.__dict__.setdefault("memo", {}))  # per chat only
 
 
 @variant("shared-current-token")

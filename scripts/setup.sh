@@ -3,7 +3,7 @@
 # the virtual environment and the Python packages. Safe to run again; it does only what is missing.
 set -euo pipefail
 VENV=${1:-.venv}
-APT_PACKAGES=(iproute2 iptables python3-venv)
+APT_PACKAGES=(iproute2 iptables tinyproxy squid python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -84,7 +84,6 @@ def test_leftovers_of_a_killed_run_are_removed_at_the_next_start(tmp_path):
         assert not any(line.startswith(f"ais{slot}-") for line in listed.splitlines())
     finally:
         second.destroy()
-        second.release()
 
 
 def test_missing_privileges_give_a_clear_message(monkeypatch):

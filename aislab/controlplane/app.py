@@ -162,26 +162,21 @@ class ControlPlane:
         if not principal.can(need, env, group):
             raise Problem(403, "Forbidden", f"{need} access to {what} denied")
 
+    def _resource(self, principal, need, env, found: dict | None, what: str) -> dict:
+        """404 if it is not in this environment, 403 if the user's role on it is too low."""
+        if found is None or found["environment"] != env:
+            raise Problem(404, "Not Found", f"{what} not found")
+        self._check(principal, need, env, found["group"], what)
+        return found
+
     def _workflow(self, principal, need, env, name) -> dict:
-        w = self.store.workflows.get((env, name))
-        if w is None:
-            raise Problem(404, "Not Found", f"test workflow {name} not found")
-        self._check(principal, need, env, w["group"], f"test workflow {name}")
-        return w
+        return self._resource(principal, need, env, self.store.workflows.get((env, name)), f"test workflow {name}")
 
     def _execution(self, principal, need, env, ident) -> dict:
-        e = self.store.executions.get(ident)
-        if e is None or e["environment"] != env:
-            raise Problem(404, "Not Found", f"execution {ident} not found")
-        self._check(principal, need, env, e["group"], f"execution {ident}")
-        return e
+        return self._resource(principal, need, env, self.store.executions.get(ident), f"execution {ident}")
 
     def _template(self, principal, need, env, name) -> dict:
-        t = self.store.templates.get((env, name))
-        if t is None:
-            raise Problem(404, "Not Found", f"template {name} not found")
-        self._check(principal, need, env, t["group"], f"template {name}")
-        return t
+        return self._resource(principal, need, env, self.store.templates.get((env, name)), f"template {name}")
 
     def _readable(self, principal, env, items):
         return [i for i in items if i["environment"] == env and principal.can("read", env, i["group"])]

@@ -150,6 +150,7 @@ class LocalTarget(Target):
         stop_all(self.processes)
         self.processes.clear()
         self._remove_leftovers()
+        self.release()
 
     def _remove_leftovers(self) -> None:
         listed = _ip("netns", "list", check=False).stdout.split("\n")
@@ -165,4 +166,6 @@ class LocalTarget(Target):
         _ip("link", "del", f"{self.prefix}-h", check=False)
 
     def release(self) -> None:
-        os.close(self._lock_fd)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
