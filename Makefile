@@ -6,20 +6,33 @@ ARGS ?=
 
 .PHONY: setup conformance test bench clean
 
-setup: $(VENV)/.ready
+setup: $(VENV)/.ready node_modules/.ready
 
 $(VENV)/.ready: pyproject.toml scripts/setup.sh
 	scripts/setup.sh $(VENV)
 	touch $@
 
+# Allure 3 from npm renders the offline single-file HTML report.
+node_modules/.ready: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Headless Chromium (Debian's) for the test that opens the HTML report.
+$(VENV)/.browser-ready: scripts/setup.sh
+	scripts/setup.sh $(VENV) --browser
+	touch $@
+
 # The suite against the reference service on the local target (override with ARGS="--driver ... --target ...").
+# Exit code: 0 conformant, 100 a claim violated, 101 incomplete, 1 the harness failed.
 conformance: setup
 	rm -rf $(REPORT_DIR)
-	$(PY) -m pytest steps --report-dir $(REPORT_DIR) --junitxml $(REPORT_DIR)/junit.xml \
-		--alluredir $(REPORT_DIR)/allure-results $(ARGS)
+	@status=0; $(PY) -m pytest steps --report-dir $(REPORT_DIR) --junitxml $(REPORT_DIR)/junit.xml \
+		--alluredir $(REPORT_DIR)/allure-results $(ARGS) || status=$$?; \
+	scripts/html-report.sh $(REPORT_DIR); \
+	exit $$status
 
 # The project's own tests, including every known-bad variant against the suite.
-test: setup
+test: setup $(VENV)/.browser-ready
 	$(PY) -m pytest tests $(ARGS)
 
 # Lab set-up time, scenario count, suite wall time, and the service's own share.
@@ -27,4 +40,4 @@ bench: setup
 	$(PY) -m aislab.bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) reports
+	rm -rf $(VENV) node_modules reports

@@ -11,6 +11,7 @@ from pathlib import Path
 import allure
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+URL_CREDENTIALS = re.compile(r"(://[^/\s:@\"']+:)[^@\s/\"']+@")  # proxy URLs with user:password
 
 
 def _jwt_label(token: str) -> str:
@@ -36,19 +37,24 @@ class Redactor:
     def text(self, text: str) -> str:
         for name, value in self.secrets.items():
             text = text.replace(value, f"<redacted-{name}>")
+        text = URL_CREDENTIALS.sub(r"\1<redacted>@", text)
         return JWT.sub(lambda m: _jwt_label(m.group(0)), text)
 
 
 class EvidenceSink:
-    def __init__(self, root: Path, redactor: Redactor):
-        self.root = root
+    """Writes one scenario's evidence under the report directory and attaches it to Allure."""
+
+    def __init__(self, report_dir: Path, scenario_dir: str, redactor: Redactor):
+        self.report_dir = report_dir
+        self.scenario_dir = scenario_dir
         self.redactor = redactor
 
-    def attach(self, scenario_dir: str, name: str, payload) -> Path:
+    def attach(self, name: str, payload) -> dict:
         text = payload if isinstance(payload, str) else json.dumps(payload, indent=1, default=str)
-        text = self.redactor.text(text)
-        path = self.root / scenario_dir / f"{name}.json"
+        data = self.redactor.text(text).encode()
+        relative = f"{self.scenario_dir}/{name}.json"
+        path = self.report_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        allure.attach(text, name=name, attachment_type=allure.attachment_type.JSON)
-        return path
+        path.write_bytes(data)
+        allure.attach(data, name=name, attachment_type=allure.attachment_type.JSON)
+        return {"path": relative, "sha256": hashlib.sha256(data).hexdigest()}

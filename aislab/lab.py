@@ -47,6 +47,7 @@ class Lab:
         self.admin_secret = secrets.token_urlsafe(24)
         self.llm_api_key = "sk-lab-" + secrets.token_urlsafe(24)
         self.nonce = secrets.token_hex(4)
+        self.service_token = ""  # minted in up(), with the lab's signing key
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
@@ -244,6 +245,14 @@ class Lab:
             self.timings["service_cpu"] = self.service.cpu_seconds()
         self.http.close()
         self.target.destroy()
+
+    def redaction_secrets(self) -> dict[str, str]:
+        """Every secret the lab knows of: its own, and what the driver marks secret in the service's env."""
+        secrets = {"llm-api-key": self.llm_api_key, "lab-admin-secret": self.admin_secret}
+        if self.service_token:  # the service's env can be rendered only once the lab is up
+            env = self.service_env()
+            secrets.update({f"env-{name}": env.get(name, "") for name in self.driver.secret_env})
+        return secrets
 
     # --- harness handles ---------------------------------------------------------------
     def user(self, persona: str) -> dict:

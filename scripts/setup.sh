@@ -4,6 +4,9 @@
 set -euo pipefail
 VENV=${1:-.venv}
 APT_PACKAGES=(iproute2 iptables tinyproxy squid python3-venv)
+if [ "${2:-}" = "--browser" ]; then
+  APT_PACKAGES=(chromium)  # Debian's Chromium: the HTML report test opens the report headless
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -19,6 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: run as root, or install them first: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+[ "${2:-}" = "--browser" ] && exit 0
+if ! command -v npm >/dev/null; then
+  echo "setup: npm (Node.js 20) is needed for the HTML report: apt-get install nodejs npm" >&2
+  exit 1
 fi
 
 PYTHON=${PYTHON:-python3}

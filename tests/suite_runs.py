@@ -10,8 +10,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jsonschema import Draft202012Validator, FormatChecker
+
 PROJECT = Path(__file__).resolve().parent.parent
 DRIVERS = PROJECT / "fixtures" / "drivers"
+
+
+SCHEMA = json.loads((PROJECT / "aislab" / "report" / "conformance-report.schema.json").read_text())
+
+
+def validate_report(report: dict) -> None:
+    """Every report a test reads must satisfy the published schema."""
+    errors = sorted(Draft202012Validator(SCHEMA, format_checker=FormatChecker()).iter_errors(report), key=str)
+    assert not errors, "conformance report breaks its schema: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
 
 
 @dataclass
@@ -43,4 +54,5 @@ def run_suite(name: str, report_dir: Path, mutant: str | None = None, extra: lis
             return SuiteRun(name, {}, "none", seconds, proc.stdout + proc.stderr, proc.returncode)
         raise AssertionError(f"suite run {name} wrote no report (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     report = json.loads(report_file.read_text())
+    validate_report(report)
     return SuiteRun(name, {c["id"]: c["verdict"] for c in report["claims"]}, report["result"], seconds, proc.stdout[-4000:], proc.returncode)

@@ -65,6 +65,7 @@ class Driver:
     chat: ChatSpec
     families: tuple[str, ...]
     network: NetworkSpec = field(default_factory=NetworkSpec)
+    secret_env: tuple[str, ...] = ("LLM_API_KEY",)
     notes: str = ""
 
     def applies(self, family: str) -> bool:
@@ -182,6 +183,7 @@ def _parse(path: Path, doc: dict) -> Driver:
             llm_url_env=_need(net := _need(doc, "network", dict, "driver", default={}), "llm_url_env", str, "network", default="LLM_API_URL"),
             ca_file_env=_need(net, "ca_file_env", str, "network", default="SSL_CERT_FILE"),
         ),
+        secret_env=tuple(_need(doc, "secret_env", list, "driver", default=["LLM_API_KEY"])),
         notes=doc.get("notes", ""),
     )
 

@@ -20,10 +20,10 @@ class ScenarioResult:
     nodeid: str
     name: str
     claims: list[str]
-    outcome: str  # passed | violated | undetermined | not_applicable
+    outcome: str  # passed | violated | undetermined | error (the harness failed) | not_applicable
     seconds: float
     message: str = ""
-    evidence: list[str] = field(default_factory=list)
+    evidence: list[dict] = field(default_factory=list)  # {"path", "sha256"}
 
 
 def load_claims(path: Path) -> dict:
@@ -35,7 +35,7 @@ def claim_verdict(outcomes: list[str]) -> str:
         return "undetermined"
     if "violated" in outcomes:
         return "violated"
-    if "undetermined" in outcomes:
+    if "undetermined" in outcomes or "error" in outcomes:
         return "undetermined"
     if all(o == "not_applicable" for o in outcomes):
         return "not_applicable"
@@ -50,19 +50,25 @@ def overall(verdicts: list[str]) -> str:
     return "partial"
 
 
-def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, selected: set[str] | None = None) -> dict:
+def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, selected: set[str] | None = None,
+                 waivers: dict | None = None) -> dict:
     catalogue = load_claims(claims_file)
     claims = []
     for claim in catalogue["claims"]:
         if selected is not None and claim["id"] not in selected:
             continue
         mine = [r for r in results if claim["id"] in r.claims]
+        observed = claim_verdict([r.outcome for r in mine])
+        waiver = (waivers or {}).get(claim["id"])
         claims.append({
             "id": claim["id"],
             "family": claim["family"],
             "must": claim["must"],
+            "since": str(claim.get("since", "")),
             "tags": claim.get("tags", {}),
-            "verdict": claim_verdict([r.outcome for r in mine]),
+            "verdict": "waived" if waiver else observed,
+            "observed": observed,
+            **({"waiver": waiver.as_dict()} if waiver else {}),
             "scenarios": [
                 {"name": r.name, "nodeid": r.nodeid, "outcome": r.outcome, "seconds": round(r.seconds, 3),
                  "message": r.message[:2000], "evidence": r.evidence}
@@ -78,6 +84,17 @@ def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, s
         "result": overall([c["verdict"] for c in claims]),
         "claims": claims,
     }
+
+
+EXIT_CONFORMANT, EXIT_HARNESS_FAILED, EXIT_VIOLATED, EXIT_INCOMPLETE = 0, 1, 100, 101
+
+
+def exit_code(report: dict, harness_failed: bool) -> int:
+    """0 conformant, 100 a claim violated, 101 nothing violated but not all satisfied, 1 the
+    harness itself failed (then no verdict can be trusted, violations included)."""
+    if harness_failed:
+        return EXIT_HARNESS_FAILED
+    return {"conformant": EXIT_CONFORMANT, "non-conformant": EXIT_VIOLATED}.get(report["result"], EXIT_INCOMPLETE)
 
 
 def write_report(path: Path, report: dict) -> None:

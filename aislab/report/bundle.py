@@ -1,0 +1,43 @@
+"""The evidence bundle: one tar.gz per run with the report, JUnit, Allure results, every
+evidence file and the service's log, each text redacted once more, and a manifest of hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+from aislab.evidence import Redactor
+
+BUNDLE = "conformance-bundle.tar.gz"
+TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".yaml", ".yml", ".html", ".csv"}
+
+
+def write_bundle(report_dir: Path, report: dict, secrets: dict[str, str]) -> Path:
+    redactor = Redactor(secrets)
+    members: list[tuple[str, bytes]] = []
+    for path in sorted(p for p in report_dir.rglob("*") if p.is_file() and p.name != BUNDLE):
+        data = path.read_bytes()
+        if path.suffix in TEXT_SUFFIXES or "allure-results" in path.parts:
+            try:  # belt and braces: whatever a tool wrote, no secret leaves in the bundle
+                data = redactor.text(data.decode()).encode()
+            except UnicodeDecodeError:
+                pass
+        members.append((str(path.relative_to(report_dir)), data))
+    manifest = {
+        "apiVersion": "ais.bundle/v1alpha1",
+        "run": {"harness": report["harness"], "driver": report["driver"], "started": report["started"],
+                "finished": report["finished"], "result": report["result"]},
+        "files": [{"path": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in members],
+    }
+    members.append(("manifest.json", json.dumps(manifest, indent=1).encode()))
+    target = report_dir / BUNDLE
+    with tarfile.open(target, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(f"conformance-bundle/{name}")
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return target
