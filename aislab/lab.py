@@ -21,7 +21,7 @@ import yaml
 
 from aislab.controlplane.app import ADMIN_HEADER
 from aislab.controlplane.rbac import Directory
-from aislab.driver.client import ChatExchange, send_chat
+from aislab.driver.client import ChatExchange, run_cli_chat, send_chat
 from aislab.driver.model import Driver, placeholders, render
 from aislab.idp.tokens import SigningKey, TokenFactory, jwks_document
 from aislab import proxies
@@ -91,8 +91,12 @@ class Lab:
             "lab.service_token": self.service_token,
             "lab.service.port": str(self.driver.service.port),
             "lab.ca_file": str(self.state_dir / "ca.pem"),
+            "project": str(PROJECT),
         }
-        for name in placeholders(self.driver.service.env) | placeholders(list(self.driver.service.command or [])):
+        vals.update({f"file:{name}": str(self.state_dir / "driver-files" / name) for name in self.driver.files})
+        d = self.driver
+        templates = [d.service.env, list(d.service.command or []), d.files, list(d.chat.command), d.chat.json, d.chat.path]
+        for name in set().union(*(placeholders(t) for t in templates)):
             if name.startswith("env:"):
                 if name[4:] not in os.environ:
                     raise LabError(f"{self.driver.path}: placeholder {{{name}}} needs environment variable {name[4:]}")
@@ -127,6 +131,7 @@ class Lab:
             "witness_tcp_port": WITNESS_TCP,
             "witness_udp_port": WITNESS_UDP,
         }))
+        self._render_driver_files()
         self.target.create()
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
@@ -142,6 +147,18 @@ class Lab:
         self.start_service()
         self.timings["lab_up"] = time.monotonic() - t0
         return self
+
+    def _render_driver_files(self) -> None:
+        """Config files the driver templates with the lab's addresses and secrets."""
+        if not self.driver.files:
+            return
+        directory = self.state_dir / "driver-files"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        values = self.values()
+        for name, template in self.driver.files.items():
+            path = directory / name
+            path.touch(mode=0o600)
+            path.write_text(render(template, values, f"files.{name}"))
 
     def _spawn_lab_host(self, host: str, role: str, listen: str) -> HostProcess:
         return self.target.spawn(
@@ -192,6 +209,9 @@ class Lab:
         return {**self._base_env(), **env, **(overrides or {})}
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
+        if self.driver.chat.mode == "cli":  # nothing long-running: every chat starts the assistant afresh
+            self.service_overrides = dict(overrides or {})
+            return
         if self.driver.service.command is None:
             raise LabError(f"{self.driver.path}: the {self.target.name} target runs a command; this driver names only an image")
         t0 = time.monotonic()
@@ -226,7 +246,7 @@ class Lab:
         )
 
     def restart_service(self, overrides: dict[str, str] | None = None) -> None:
-        if self.service:
+        if self.service and self.service.alive():
             self.timings["service_cpu_before_restarts"] = self.timings.get("service_cpu_before_restarts", 0.0) + self.service.cpu_seconds()
             self.service.stop()
             self.target.processes.remove(self.service)
@@ -266,7 +286,10 @@ class Lab:
         values = {**self.values(), "prompt": prompt, "environment": environment}
         if token is not None:
             values["user.token"] = token
-        exchange = send_chat(self.http, self.service_url, self.driver.chat, values, user)
+        if self.driver.chat.mode == "cli":
+            exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user)
+        else:
+            exchange = send_chat(self.http, self.service_url, self.driver.chat, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
         return exchange
 

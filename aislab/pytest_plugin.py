@@ -97,7 +97,7 @@ def pytest_collection_modifyitems(config, items):
             for framework, refs in s.claims[cid].get("tags", {}).items():
                 item.user_properties += [(framework, ref) for ref in refs]
             if not s.driver.applies(s.family(cid)):
-                item.add_marker(pytest.mark.skip(reason=f"{NOT_APPLICABLE} driver {s.driver.name} does not declare family {s.family(cid)}"))
+                item.add_marker(pytest.mark.skip(reason=f"{NOT_APPLICABLE} {s.driver.why_not(s.family(cid))}"))
     if drop:
         config.hook.pytest_deselected(items=drop)
     # Scenarios that reconfigure the service run last, so the default service starts once.

@@ -18,8 +18,11 @@ PROXY_DOWN_PORT = 3999  # nothing listens there
 
 
 def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bool = False,
-                no_proxy: bool = True, do_not_track: str | None = None) -> dict[str, str]:
-    """Service env overrides for one network configuration, in the names the driver declares."""
+                no_proxy: bool = True, telemetry: str = "off") -> dict[str, str]:
+    """Service env overrides for one network configuration, in the names the driver declares.
+
+    telemetry: "on" (no switch set), "off" (DO_NOT_TRACK=true and the service's own switches),
+    or "dnt:VALUE" (DO_NOT_TRACK=VALUE alone: what the telemetry claim tests)."""
     net = lab.driver.network
     env = {net.ca_file_env: str(lab.state_dir / "ca.pem")}  # the fake outside world speaks TLS under the lab CA
     if llm != "lab":
@@ -30,7 +33,10 @@ def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bo
         if no_proxy:  # in-cluster services are reached directly, as a real install lists them
             in_cluster = ",".join(lab.target.address(h) for h in ("controlplane", "idp"))
             env.update(NO_PROXY=in_cluster, no_proxy=in_cluster)
-    env["DO_NOT_TRACK"] = do_not_track or ""
+    if telemetry == "off":
+        env.update(DO_NOT_TRACK="true", **net.telemetry_off_env)
+    else:
+        env["DO_NOT_TRACK"] = telemetry.removeprefix("dnt:") if telemetry.startswith("dnt:") else ""
     return env
 
 
@@ -64,40 +70,40 @@ def witness_positive_control(lab, evidence):
 
 @given(parsers.parse("the service uses a third-party LLM over {scheme} through {proxy}"))
 def via_proxy(lab, scheme, proxy):
-    lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy, do_not_track="true"))
+    lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy))
     lab.reset_witnesses()
 
 
 @given(parsers.parse("the service uses a third-party LLM through a proxy that is {state}"))
 def via_broken_proxy(lab, state):
     proxy, refusing = ("down", False) if state == "down" else (state.split()[0], True)
-    lab.ensure_service(network_env(lab, llm="https", proxy=proxy, refusing=refusing, do_not_track="true"))
+    lab.ensure_service(network_env(lab, llm="https", proxy=proxy, refusing=refusing))
     lab.reset_witnesses()
 
 
 @given(parsers.parse("the service has just started with telemetry on, a third-party LLM and {proxy}"))
 def telemetry_on_via_proxy(lab, proxy):
     lab.reset_witnesses()
-    lab.ensure_service(network_env(lab, llm="https", proxy=proxy), fresh=True)
+    lab.ensure_service(network_env(lab, llm="https", proxy=proxy, telemetry="on"), fresh=True)
 
 
 @given(parsers.parse("the service has just started with DO_NOT_TRACK={value}"))
 def started_with_dnt(lab, value):
     lab.reset_witnesses()
-    lab.ensure_service(network_env(lab, do_not_track=value), fresh=True)
+    lab.ensure_service(network_env(lab, telemetry=f"dnt:{value}"), fresh=True)
 
 
 @given("the service has just started with telemetry left on")
 def started_with_telemetry(lab):
     lab.reset_witnesses()
-    lab.ensure_service(network_env(lab), fresh=True)
+    lab.ensure_service(network_env(lab, telemetry="on"), fresh=True)
 
 
 @given("the service has just started air-gapped")
 def started_air_gapped(lab):
     """As an air-gapped install is configured: the LLM inside the lab, no proxy, DO_NOT_TRACK=true."""
     lab.reset_witnesses()
-    lab.ensure_service(network_env(lab, do_not_track="true"), fresh=True)
+    lab.ensure_service(network_env(lab), fresh=True)
 
 
 @when("the service idles for the profile's idle window")

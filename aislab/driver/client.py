@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,3 +55,18 @@ def send_chat(client: httpx.Client, base_url: str, spec: ChatSpec, values: dict[
         body = response.text
     answer = _dig(body, spec.answer) if response.status_code < 400 else None
     return ChatExchange(user, values.get("prompt", ""), response.status_code, answer if isinstance(answer, str) else None, body, seconds)
+
+
+def run_cli_chat(target, spec: ChatSpec, values: dict[str, str], env: dict[str, str], user: str | None) -> ChatExchange:
+    """A command per prompt, run on the service's host; exit 0 reads as 200, anything else as 500."""
+    command = render(list(spec.command), values, "chat.command")
+    started = time.monotonic()
+    proc = target.run_in("service", command, timeout=spec.timeout, env=env)
+    seconds = time.monotonic() - started
+    try:
+        body = json.loads(proc.stdout)
+    except ValueError:
+        body = {"stdout": proc.stdout[-2000:], "stderr": proc.stderr[-2000:]}
+    answer = _dig(body, spec.answer) if proc.returncode == 0 else None
+    status = 200 if proc.returncode == 0 else 500
+    return ChatExchange(user, values.get("prompt", ""), status, answer if isinstance(answer, str) else None, body, seconds)

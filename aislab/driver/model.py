@@ -31,21 +31,23 @@ class Readiness:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    command: tuple[str, ...] | None
+    command: tuple[str, ...] | None  # None: nothing long-running (a CLI assistant)
     image: str | None
-    port: int
+    port: int | None
     env: dict[str, str]
     ready: Readiness
 
 
 @dataclass(frozen=True)
 class ChatSpec:
-    method: str
-    path: str
-    headers: dict[str, str]
-    json: Any
-    answer: str
+    mode: str  # "http": a request to the running service; "cli": a command per prompt
+    answer: str  # dotted path into the JSON answer (HTTP body, or the command's stdout)
     timeout: float = 30.0
+    method: str = "POST"
+    path: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class NetworkSpec:
 
     llm_url_env: str = "LLM_API_URL"
     ca_file_env: str = "SSL_CERT_FILE"
+    telemetry_off_env: dict[str, str] = field(default_factory=dict)  # its own switches, beside DO_NOT_TRACK
+
+
+IDENTITY_FAMILIES = ("authentication", "authorization", "audit")
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,19 @@ class Driver:
     service: ServiceSpec
     chat: ChatSpec
     families: tuple[str, ...]
+    auth: str = "bearer"
+    files: dict[str, str] = field(default_factory=dict)
     network: NetworkSpec = field(default_factory=NetworkSpec)
     secret_env: tuple[str, ...] = ("LLM_API_KEY",)
     notes: str = ""
 
     def applies(self, family: str) -> bool:
-        return family in self.families
+        return family in self.families and not (self.auth == "none" and family in IDENTITY_FAMILIES)
+
+    def why_not(self, family: str) -> str:
+        if self.auth == "none" and family in IDENTITY_FAMILIES:
+            return f"driver {self.name} has no user authentication (auth: none), so {family} cannot be judged"
+        return f"driver {self.name} does not declare family {family}"
 
 
 def _need(doc: dict, key: str, kind: type | tuple, where: str, default=...):
@@ -132,59 +145,82 @@ def load_driver(path: str | Path) -> Driver:
 
 def _parse(path: Path, doc: dict) -> Driver:
     name = _need(doc, "name", str, "driver")
-    svc = _need(doc, "service", dict, "driver")
-    command = _need(svc, "command", list, "service", default=None)
-    image = _need(svc, "image", str, "service", default=None)
-    if not command and not image:
-        raise DriverError("service: give a command (local target) or an image (container targets)")
-    if command and not all(isinstance(c, str) for c in command):
-        raise DriverError("service.command: every item must be a string")
-    ready_doc = _need(svc, "ready", dict, "service", default={})
-    ready = Readiness(
-        path=_need(ready_doc, "path", str, "service.ready", default="/"),
-        status=_need(ready_doc, "status", int, "service.ready", default=200),
-        timeout=float(_need(ready_doc, "timeout", (int, float), "service.ready", default=20)),
-    )
-    port = _need(svc, "port", int, "service")
-    if not 0 < port < 65536:
-        raise DriverError(f"service.port: {port} is not a TCP port")
-    chat_doc = _need(doc, "chat", dict, "driver")
-    method = _need(chat_doc, "method", str, "chat", default="POST").upper()
-    if method not in ("GET", "POST", "PUT"):
-        raise DriverError(f"chat.method: {method} cannot carry a prompt")
-    chat = ChatSpec(
-        method=method,
-        path=_need(chat_doc, "path", str, "chat"),
-        headers=_str_map(chat_doc, "headers", "chat"),
-        json=chat_doc.get("json"),
-        answer=_need(chat_doc, "answer", str, "chat"),
-        timeout=float(_need(chat_doc, "timeout", (int, float), "chat", default=30)),
-    )
-    if "{prompt}" not in repr(chat.json) + chat.path:
-        raise DriverError("chat: no field carries the {prompt} placeholder")
+    chat = _chat(_need(doc, "chat", dict, "driver"))
+    service = _service(_need(doc, "service", dict, "driver", default={}), chat.mode)
     families = _need(doc, "families", list, "driver")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise DriverError(f"families: unknown {unknown}; known: {list(FAMILIES)}")
+    auth = _need(doc, "auth", str, "driver", default="bearer")
+    if auth not in ("bearer", "none"):
+        raise DriverError(f"auth: {auth!r}; use bearer (the user's JWT) or none")
+    files = _str_map(doc, "files", "driver")
+    net = _need(doc, "network", dict, "driver", default={})
     return Driver(
         path=path,
         name=name,
         version=str(_need(doc, "version", (str, int, float), "driver", default="unknown")),
-        service=ServiceSpec(
-            command=tuple(command) if command else None,
-            image=image,
-            port=port,
-            env=_str_map(svc, "env", "service"),
-            ready=ready,
-        ),
+        service=service,
         chat=chat,
         families=tuple(families),
+        auth=auth,
+        files=files,
         network=NetworkSpec(
-            llm_url_env=_need(net := _need(doc, "network", dict, "driver", default={}), "llm_url_env", str, "network", default="LLM_API_URL"),
+            llm_url_env=_need(net, "llm_url_env", str, "network", default="LLM_API_URL"),
             ca_file_env=_need(net, "ca_file_env", str, "network", default="SSL_CERT_FILE"),
+            telemetry_off_env=_str_map(net, "telemetry_off_env", "network"),
         ),
         secret_env=tuple(_need(doc, "secret_env", list, "driver", default=["LLM_API_KEY"])),
         notes=doc.get("notes", ""),
+    )
+
+
+def _strings(value: list, where: str) -> tuple[str, ...]:
+    if not all(isinstance(c, str) for c in value):
+        raise DriverError(f"{where}: every item must be a string")
+    return tuple(value)
+
+
+def _chat(doc: dict) -> ChatSpec:
+    mode = _need(doc, "mode", str, "chat", default="http")
+    common = {"answer": _need(doc, "answer", str, "chat"),
+              "timeout": float(_need(doc, "timeout", (int, float), "chat", default=30))}
+    if mode == "cli":
+        command = _strings(_need(doc, "command", list, "chat"), "chat.command")
+        if "{prompt}" not in repr(command):
+            raise DriverError("chat.command: no item carries the {prompt} placeholder")
+        return ChatSpec(mode="cli", command=command, **common)
+    if mode != "http":
+        raise DriverError(f"chat.mode: {mode!r}; use http or cli")
+    method = _need(doc, "method", str, "chat", default="POST").upper()
+    if method not in ("GET", "POST", "PUT"):
+        raise DriverError(f"chat.method: {method} cannot carry a prompt")
+    chat = ChatSpec(mode="http", method=method, path=_need(doc, "path", str, "chat"),
+                    headers=_str_map(doc, "headers", "chat"), json=doc.get("json"), **common)
+    if "{prompt}" not in repr(chat.json) + chat.path:
+        raise DriverError("chat: no field carries the {prompt} placeholder")
+    return chat
+
+
+def _service(svc: dict, mode: str) -> ServiceSpec:
+    command = _need(svc, "command", list, "service", default=None)
+    image = _need(svc, "image", str, "service", default=None)
+    if mode == "http" and not command and not image:
+        raise DriverError("service: give a command (local target) or an image (container targets)")
+    port = _need(svc, "port", int, "service", default=None if mode == "cli" else ...)
+    if port is not None and not 0 < port < 65536:
+        raise DriverError(f"service.port: {port} is not a TCP port")
+    ready_doc = _need(svc, "ready", dict, "service", default={})
+    return ServiceSpec(
+        command=_strings(command, "service.command") if command else None,
+        image=image,
+        port=port,
+        env=_str_map(svc, "env", "service"),
+        ready=Readiness(
+            path=_need(ready_doc, "path", str, "service.ready", default="/"),
+            status=_need(ready_doc, "status", int, "service.ready", default=200),
+            timeout=float(_need(ready_doc, "timeout", (int, float), "service.ready", default=20)),
+        ),
     )
 
 

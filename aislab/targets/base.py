@@ -96,7 +96,7 @@ class Target(ABC):
     def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path, announces: bool = False) -> HostProcess: ...
 
     @abstractmethod
-    def run_in(self, host: str, command: list[str], timeout: float = 10) -> subprocess.CompletedProcess:
+    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a short command on a lab host (the witness's positive-control probes)."""
 
     @abstractmethod

@@ -143,8 +143,9 @@ class LocalTarget(Target):
         self.processes.append(proc)
         return proc
 
-    def run_in(self, host: str, command: list[str], timeout: float = 10) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.netns(host), *command], capture_output=True, text=True, timeout=timeout)
+    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.netns(host), *command], capture_output=True, text=True,
+                              timeout=timeout, env=env)
 
     def destroy(self) -> None:
         stop_all(self.processes)
