@@ -211,10 +211,12 @@ class Lab:
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
         if self.driver.chat.mode == "cli":  # nothing long-running: every chat starts the assistant afresh
             self.service_overrides = dict(overrides or {})
+            self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
             return
         if self.driver.service.command is None:
             raise LabError(f"{self.driver.path}: the {self.target.name} target runs a command; this driver names only an image")
         t0 = time.monotonic()
+        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
         command = render(list(self.driver.service.command), self.values(), "service.command")
         self.service = self.target.spawn(
             "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", PROJECT
@@ -305,10 +307,10 @@ class Lab:
         self.reset_witnesses()
 
     def reset_witnesses(self) -> None:
-        """Forget what the network witnesses saw (the proxies' logs are read from here on)."""
+        """Forget what the network witnesses saw. The proxies' logs are read from the service's
+        last start instead: a tunnel it opened then and keeps alive is logged only once."""
         for host in ("provider", "witness", "outside", "dns"):
             self._admin("POST", host, "/_lab/reset")
-        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
 
     def await_records(self, host: str, predicate, timeout: float) -> list[dict]:
         """Records of `host` once one satisfies `predicate`, or all of them at the deadline."""
@@ -334,7 +336,8 @@ class Lab:
         return self._admin("GET", host, path).json()
 
     def proxy_records(self) -> list[dict]:
-        """Access-log lines the proxies wrote since the last reset, parsed."""
+        """Access-log lines the proxies wrote since the service last started, parsed, and the
+        tunnels squid has open now."""
         out = []
         for name, path in self.proxy_logs.items():
             with path.open("rb") as fh:

@@ -69,6 +69,13 @@ def reached_directly(cp_entries: list[dict], view: NetView, service_ip: str, cp_
     violation_if(logged, f"the proxy logged control-plane traffic: {logged[:3]}")
 
 
+def reached_through(cp_entries: list[dict], proxy_ip: str, proxy_kind: str) -> None:
+    api = [e for e in cp_entries if not e["rawPath"].startswith("/storage/")]
+    undetermined_unless(api, "the chat made no control-plane request, so its route cannot be judged")
+    direct = [e for e in api if e["client"] != proxy_ip]
+    violation_if(direct, f"{len(direct)} control-plane request(s) bypassed the {proxy_kind} proxy although NO_PROXY does not list the control plane")
+
+
 def telemetry_through_proxy(view: NetView, proxy_ip: str, proxy_kind: str, llm_names: set[str], llm_ips: set[str]) -> list[dict]:
     """Telemetry is whatever goes to the outside world other than the model provider."""
     via_proxy = [r for r in view.outside if r["client"] == proxy_ip]

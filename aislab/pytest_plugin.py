@@ -15,6 +15,7 @@ from aislab.report.bundle import write_bundle
 from aislab.report.conformance import ScenarioResult, build_report, exit_code, load_claims, write_report
 from aislab.report.waivers import WaiverError, load_waivers
 from aislab.verdict import NOT_APPLICABLE, Undetermined, Violation
+from pytest_bdd.scenario import scenario_wrapper_template_registry
 
 CLAIMS_FILE = PROJECT / "claims.yaml"
 CLAIM_ID = re.compile(r"^AIS-[A-Z]+-\d+$")
@@ -100,9 +101,22 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=f"{NOT_APPLICABLE} {s.driver.why_not(s.family(cid))}"))
     if drop:
         config.hook.pytest_deselected(items=drop)
-    # Scenarios that reconfigure the service run last, so the default service starts once.
-    keep.sort(key=lambda item: bool({s.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES))
+    # Scenarios that reconfigure the service run last, so the default service starts once, and
+    # those that configure it alike run side by side, so it restarts no more than it must.
+    keep.sort(key=lambda item: (bool({s.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES), service_setup(item)))
     items[:] = keep
+
+
+def service_setup(item) -> str:
+    """The Given steps that configure the service, as text: equal text, equal configuration."""
+    template = scenario_wrapper_template_registry.get(getattr(item, "obj", None))
+    if template is None:
+        return ""
+    callspec = getattr(item, "callspec", None)
+    scenario = template.render(callspec.params.get("_pytest_bdd_example", {}) if callspec else {})
+    givens = [step.name for step in scenario.steps if step.type == "given" and step.name.startswith("the service")]
+    # "has just started X" and "runs X" configure the same X; only the first restarts regardless.
+    return "|".join(re.sub(r"^the service (has just started|runs) ", "", g) for g in givens)
 
 
 # --- outcomes ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
 
   @AIS-AIRGAP-03
   Scenario: Conversation content goes to the configured LLM and nowhere else
-    Given the service has just started air-gapped
+    Given the service runs air-gapped
     When the reader asks the assistant to use every tool on every resource
     And the service idles for the profile's idle window
     Then the conversation's content reached the configured LLM and nothing else

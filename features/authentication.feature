@@ -36,10 +36,11 @@ Feature: Authentication - the assistant uses the JWT of the logged-in user
   Rule: The user's token stays between the user, the service and the control plane
 
     @AIS-AUTH-03
-    Scenario Outline: The <persona>'s token never reaches the LLM
+    Scenario Outline: The <persona>'s token never reaches the LLM, on the first request or later ones
       When the <persona> asks the assistant to use every tool on every resource
-      Then the chat succeeded
-      And the <persona>'s token appears in no LLM request, header or message
+      And the <persona> chats following the LLM script "list-workflows"
+      Then the <persona>'s token appears in no LLM request of any of those chats, header or message
+      And the chat succeeded
 
       Examples:
         | persona |

@@ -36,6 +36,18 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
         | tinyproxy |
         | squid     |
 
+    @AIS-PROXY-02
+    Scenario Outline: Without NO_PROXY, the control plane too is reached through <proxy>
+      Given the service uses a third-party LLM over https through <proxy>, with no NO_PROXY
+      When the reader chats following the LLM script "list-workflows"
+      Then the control plane was reached through <proxy> only
+      And every LLM request reached the provider through <proxy>, as a https request
+
+      Examples:
+        | proxy     |
+        | tinyproxy |
+        | squid     |
+
   Rule: Telemetry takes the same road
 
     @AIS-PROXY-03

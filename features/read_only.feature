@@ -42,6 +42,7 @@ Feature: Read-only - the assistant's tools are limited to read-only operations
         | rerun_execution           | {"executionId": "65a000000000000000000001"}                                |
         | execute_workflow          | {"workflowName": "checkout-e2e"}                                           |
         | get_workflow_and_run_it   | {"workflowName": "checkout-e2e"}                                           |
+        | read_artifact             | {"executionId": "../agent/test-workflows/checkout-e2e/executions#", "fileName": "x"} |
 
   Rule: Arguments are data, never a way to another endpoint or environment
 

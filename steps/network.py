@@ -68,7 +68,13 @@ def witness_positive_control(lab, evidence):
     lab.reset_witnesses()
 
 
-@given(parsers.parse("the service uses a third-party LLM over {scheme} through {proxy}"))
+@given(parsers.parse("the service uses a third-party LLM over {scheme} through {proxy}, with no NO_PROXY"))
+def via_proxy_everything(lab, scheme, proxy):
+    lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy, no_proxy=False))
+    lab.reset_witnesses()
+
+
+@given(parsers.re(r"the service uses a third-party LLM over (?P<scheme>https?) through (?P<proxy>tinyproxy|squid)"))
 def via_proxy(lab, scheme, proxy):
     lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy))
     lab.reset_witnesses()
@@ -104,6 +110,12 @@ def started_air_gapped(lab):
     """As an air-gapped install is configured: the LLM inside the lab, no proxy, DO_NOT_TRACK=true."""
     lab.reset_witnesses()
     lab.ensure_service(network_env(lab), fresh=True)
+
+
+@given("the service runs air-gapped")
+def runs_air_gapped(lab):
+    lab.ensure_service(network_env(lab))
+    lab.reset_witnesses()
 
 
 @when("the service idles for the profile's idle window")

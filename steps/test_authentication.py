@@ -36,6 +36,7 @@ def same_refusal(lab, chat: Chat, evidence):
     )
 
 
-@then(parsers.parse("the {persona}'s token appears in no LLM request, header or message"))
-def token_not_at_llm(chat: Chat):
-    checks.token_not_sent_to_llm(chat.window, chat.token)
+@then(parsers.parse("the {persona}'s token appears in no LLM request of any of those chats, header or message"))
+def token_not_at_llm(chat_log: list[Chat]):
+    for chat in chat_log:
+        checks.token_not_sent_to_llm(chat.window, chat.token)

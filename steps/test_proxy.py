@@ -28,6 +28,11 @@ def cp_direct(lab, chat: Chat):
     network_checks.reached_directly(lab.cp_journal(), NetView.of(lab), lab.target.address("service"), lab.target.address("controlplane"))
 
 
+@then(parsers.parse("the control plane was reached through {proxy} only"))
+def cp_via_proxy(lab, proxy):
+    network_checks.reached_through(lab.cp_journal(), lab.target.address(proxy), proxy)
+
+
 @then(parsers.parse("the service's telemetry reached the outside world through {proxy}, never directly"))
 def telemetry_via_proxy(lab, proxy, evidence, provider_names):
     proxy_ip = lab.target.address(proxy)
