@@ -3,8 +3,6 @@ user's token. What comes back is the ground truth of "what the user can read".""
 
 from __future__ import annotations
 
-import json
-
 from aislab.lab import ORG_ID, Lab
 from aislab.observe import canaries
 from aislab.scripts import seed_arg_sets
@@ -47,6 +45,3 @@ def _required(tool: str) -> tuple[str, ...]:
         "list_artifacts": ("executionId",), "read_artifact": ("executionId", "fileName"),
     }.get(tool, ())
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, sort_keys=True)

@@ -252,6 +252,9 @@ class Lab:
             self.timings["service_cpu_before_restarts"] = self.timings.get("service_cpu_before_restarts", 0.0) + self.service.cpu_seconds()
             self.service.stop()
             self.target.processes.remove(self.service)
+        # Only now, with the old instance gone, do the witnesses start afresh: nothing it sent
+        # on its way out is blamed on the new one, and the new one's start-up is all recorded.
+        self.reset_witnesses()
         self.start_service(overrides)
 
     def ensure_service(self, overrides: dict[str, str] | None = None, fresh: bool = False) -> None:

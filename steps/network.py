@@ -89,26 +89,22 @@ def via_broken_proxy(lab, state):
 
 @given(parsers.parse("the service has just started with telemetry on, a third-party LLM and {proxy}"))
 def telemetry_on_via_proxy(lab, proxy):
-    lab.reset_witnesses()
     lab.ensure_service(network_env(lab, llm="https", proxy=proxy, telemetry="on"), fresh=True)
 
 
 @given(parsers.parse("the service has just started with DO_NOT_TRACK={value}"))
 def started_with_dnt(lab, value):
-    lab.reset_witnesses()
     lab.ensure_service(network_env(lab, telemetry=f"dnt:{value}"), fresh=True)
 
 
 @given("the service has just started with telemetry left on")
 def started_with_telemetry(lab):
-    lab.reset_witnesses()
     lab.ensure_service(network_env(lab, telemetry="on"), fresh=True)
 
 
 @given("the service has just started air-gapped")
 def started_air_gapped(lab):
     """As an air-gapped install is configured: the LLM inside the lab, no proxy, DO_NOT_TRACK=true."""
-    lab.reset_witnesses()
     lab.ensure_service(network_env(lab), fresh=True)
 
 

@@ -13,6 +13,11 @@ from aislab.driver.model import render
 DRIVERS = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 
 
+@pytest.mark.parametrize("path", sorted(DRIVERS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_driver_loads(path):
+    assert load_driver(path).families
+
+
 def test_reference_driver_loads():
     d = load_driver(DRIVERS / "reference.yaml")
     assert d.name == "reference-ai-service" and d.service.port == 9090
@@ -48,6 +53,29 @@ def broken(tmp_path, mutate) -> Path:
 def test_broken_driver_names_the_field(tmp_path, mutate, field):
     with pytest.raises(DriverError, match=field.replace("{", r"\{").replace("}", r"\}")):
         load_driver(broken(tmp_path, mutate))
+
+
+def test_cli_driver_loads_without_a_service_and_without_auth():
+    d = load_driver(DRIVERS / "cli-assistant.yaml")
+    assert (d.chat.mode, d.service.command, d.auth) == ("cli", None, "none")
+    assert not d.applies("authentication") and not d.applies("audit") and d.applies("air-gap")
+    assert "no user authentication" in d.why_not("authorization")
+    assert d.network.telemetry_off_env == {"ASSISTANT_NO_TELEMETRY": "1"} and "assistant.ini" in d.files
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"chat": {"mode": "carrier-pigeon"}}, "chat.mode"),
+    ({"chat": {"mode": "cli", "command": ["assistant", "ask"], "answer": "answer"}}, r"chat.command: no item carries the \{prompt\}"),
+    ({"auth": "basic"}, "auth"),
+    ({"network": {"telemetry_off_env": {"X": ["not", "a", "string"]}}}, "network.telemetry_off_env.X"),
+    ({"files": {"a.ini": {"nested": 1}}}, "driver.files.a.ini"),
+])
+def test_broken_contract_fields_are_named(tmp_path, override, field):
+    doc = {"extends": str(DRIVERS / "reference.yaml"), **override}
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(DriverError, match=field):
+        load_driver(path)
 
 
 def test_not_yaml_and_missing_file(tmp_path):

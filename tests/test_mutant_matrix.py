@@ -15,7 +15,21 @@ from tests.suite_runs import PROJECT, SuiteRun, run_suite
 
 CATALOGUE = yaml.safe_load((PROJECT / "mutants" / "catalogue.yaml").read_text())
 MATRIX_FILE = PROJECT / "reports" / "mutation-matrix.json"
-PARALLEL = 3  # each run has its own lab slot; three keep two cores busy while labs start
+PARALLEL = 4  # each run has its own lab slot; four keep two cores busy through idle windows and starts
+
+
+def test_catalogue_matches_the_variants_and_the_claims():
+    from mutants.variants import VARIANTS
+
+    claims = {c["id"]: c["family"] for c in yaml.safe_load((PROJECT / "claims.yaml").read_text())["claims"]}
+    assert set(CATALOGUE) == set(VARIANTS)
+    for name, entry in CATALOGUE.items():
+        assert entry["breaks"] and entry["claims"] and set(entry["claims"]) <= set(claims), name
+    per_family: dict[str, int] = {}
+    for entry in CATALOGUE.values():
+        for family in {claims[c] for c in entry["claims"]}:
+            per_family[family] = per_family.get(family, 0) + 1
+    assert set(per_family) == set(claims.values()) and min(per_family.values()) >= 2, per_family
 
 
 @pytest.fixture(scope="session")
