@@ -48,6 +48,7 @@ class Lab:
         self.llm_api_key = "sk-lab-" + secrets.token_urlsafe(24)
         self.nonce = secrets.token_hex(4)
         self.service_token = ""  # minted in up(), with the lab's signing key
+        self._values: dict[str, str] | None = None
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
@@ -77,6 +78,12 @@ class Lab:
         return self.url("service")
 
     def values(self) -> dict[str, str]:
+        """The driver's placeholders, filled. Fixed once the lab's token is minted, so kept."""
+        if self._values is None or not self.service_token:
+            self._values = self._compute_values()
+        return dict(self._values)
+
+    def _compute_values(self) -> dict[str, str]:
         vals = {
             "python": sys.executable,
             "lab.idp.url": self.url("idp"),
