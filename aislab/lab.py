@@ -194,18 +194,13 @@ class Lab:
 
     def _await_port(self, proc: HostProcess, ip: str, port: int, timeout: float = 10) -> None:
         """For programs that announce nothing: connect until the port accepts, or the program dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def probe() -> str | None:
             with socket.socket() as s:
                 s.settimeout(0.5)
-                if s.connect_ex((ip, port)) == 0:
-                    return
-            try:
-                code = proc.popen.wait(timeout=0.02)
-                raise LabError(f"lab host {proc.name} exited with code {code}:\n{proc.tail()}")
-            except subprocess.TimeoutExpired:
-                pass
-        raise LabError(f"lab host {proc.name} did not open {ip}:{port} within {timeout:.0f}s:\n{proc.tail()}")
+                return None if s.connect_ex((ip, port)) == 0 else "refused"
+
+        _await_ready(proc, probe, timeout, f"{ip}:{port} open")
 
     def _base_env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
@@ -234,25 +229,15 @@ class Lab:
 
     def _await_service(self) -> None:
         ready = self.driver.service.ready
-        deadline = time.monotonic() + ready.timeout
-        last = "no answer yet"
-        while time.monotonic() < deadline:
+
+        def probe() -> str | None:
             try:
                 status = self.http.get(self.service_url + ready.path, timeout=1).status_code
-                if status == ready.status:
-                    return
-                last = f"HTTP {status}"
             except httpx.TransportError as err:
-                last = type(err).__name__
-            try:  # the wait doubles as the pause between probes and as exit detection
-                code = self.service.popen.wait(timeout=0.05)
-                raise LabError(f"service exited with code {code} before it was ready; its log:\n{self.service.tail()}")
-            except subprocess.TimeoutExpired:
-                pass
-        raise LabError(
-            f"service not ready within {ready.timeout:.0f}s (GET {ready.path} -> {last}, wanted {ready.status}); "
-            f"its log:\n{self.service.tail()}"
-        )
+                return type(err).__name__
+            return None if status == ready.status else f"HTTP {status}"
+
+        _await_ready(self.service, probe, ready.timeout, f"GET {ready.path} answering {ready.status}")
 
     def restart_service(self, overrides: dict[str, str] | None = None) -> None:
         if self.service and self.service.alive():
@@ -368,8 +353,12 @@ class Lab:
     def llm_requests(self) -> list[dict]:
         return self._admin("GET", "llm", "/_lab/requests").json()
 
-    def cp_state(self) -> dict:
-        return self._admin("GET", "controlplane", "/_lab/state").json()
+    def cp_digest(self) -> str:
+        """A hash of the control plane's whole state: any change a request made shows in it."""
+        return self._admin("GET", "controlplane", "/_lab/state").json()["digest"]
+
+    def cp_canaries(self) -> set[str]:
+        return set(self._admin("GET", "controlplane", "/_lab/canaries").json())
 
     def audit_log(self) -> list[dict]:
         """The audit log as a customer reads it: the real endpoint, as an organization owner."""
@@ -384,3 +373,20 @@ class Lab:
 
     def cp_get(self, path: str, token: str, method: str = "GET", **kw) -> httpx.Response:
         return self.http.request(method, self.url("controlplane") + path, headers={"Authorization": f"Bearer {token}"}, **kw)
+
+
+def _await_ready(proc: HostProcess, probe, timeout: float, wanted: str) -> None:
+    """Probe until `probe()` returns None (ready) or the process dies; a failure shows its log.
+    The wait on the process doubles as the pause between probes and as exit detection."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        last = probe()
+        if last is None:
+            return
+        try:
+            code = proc.popen.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        raise LabError(f"{proc.name} exited with code {code} before it was ready; its log:\n{proc.tail()}")
+    raise LabError(f"{proc.name} not ready within {timeout:.0f}s ({wanted}; last: {last}); its log:\n{proc.tail()}")

@@ -3,7 +3,6 @@ wrong (the lab, a missing positive control) makes it `undetermined`, never `sati
 
 from __future__ import annotations
 
-VERDICTS = ("satisfied", "violated", "undetermined", "not_applicable", "waived")
 NOT_APPLICABLE = "not applicable:"
 
 

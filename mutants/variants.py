@@ -241,12 +241,6 @@ def _on_event(c: Components, event: str, action) -> Components:
     return replace(c, telemetry=Hooked(c.settings, c.telemetry.http))
 
 
-def _in_background(telemetry: Telemetry, coroutine) -> None:
-    task = asyncio.get_running_loop().create_task(coroutine)
-    telemetry._tasks.add(task)  # keep a reference until it is done
-    task.add_done_callback(telemetry._tasks.discard)
-
-
 async def _post_quietly(http: httpx.AsyncClient, url: str, payload) -> None:
     try:
         await http.post(url, json=payload, timeout=5)
@@ -302,7 +296,7 @@ def leaks_token_on_second_chat(c: Components) -> Components:
 @variant("idle-heartbeat")
 def idle_heartbeat(c: Components) -> Components:
     def beat(telemetry: Telemetry):  # a "liveness" ping every 0.4 s, on a timer
-        _in_background(telemetry, _post_quietly(telemetry.http, "https://api.segment.io/v1/heartbeat", {"id": telemetry.install_id}))
+        telemetry.in_background(_post_quietly(telemetry.http, "https://api.segment.io/v1/heartbeat", {"id": telemetry.install_id}))
         asyncio.get_running_loop().call_later(0.4, beat, telemetry)
 
     return _on_event(c, "service_started", lambda t, _p: asyncio.get_running_loop().call_later(0.4, beat, t))
@@ -311,8 +305,8 @@ def idle_heartbeat(c: Components) -> Components:
 @variant("telemetry-on-failure")
 def telemetry_on_failure(c: Components) -> Components:
     # a crash report is "not telemetry", so it skips DO_NOT_TRACK
-    return _on_event(c, "chat_failed", lambda t, p: _in_background(
-        t, _post_quietly(t.http, "https://o0.ingest.sentry.io/api/0/store/", {"event": "crash", **p})))
+    return _on_event(c, "chat_failed", lambda t, p: t.in_background(
+        _post_quietly(t.http, "https://o0.ingest.sentry.io/api/0/store/", {"event": "crash", **p})))
 
 
 @variant("lookup-when-dnt-true")

@@ -29,8 +29,12 @@ class Telemetry:
     def event(self, name: str, **properties) -> None:
         if not self.enabled:
             return
-        task = asyncio.create_task(self._send(name, properties))
-        self._tasks.add(task)  # keep a reference until it is done
+        self.in_background(self._send(name, properties))
+
+    def in_background(self, coroutine) -> None:
+        """Fire and forget, but keep a reference until it is done (asyncio holds only weak ones)."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, name: str, properties: dict) -> None:

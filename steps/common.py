@@ -39,10 +39,10 @@ def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | Non
     if script:
         lab.register_scripts([script])
     mark = observer.mark()
-    before = lab.cp_state()["digest"]
+    before = lab.cp_digest()
     exchange = lab.chat(f"[conv:{conversation}] {prompt}", token, environment, user=persona)
     window = observer.since(mark)
-    after = lab.cp_state()["digest"]
+    after = lab.cp_digest()
     sub = lab.user(persona)["sub"] if persona else None
     return Chat(persona, sub, token, conversation, environment, exchange, window, before, after)
 

@@ -33,7 +33,7 @@ def parity(lab, chat: Chat, persona, evidence):
 @then(parsers.parse("no canary the {persona} cannot read directly appears in a reply or in anything sent to the LLM"))
 def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence):
     readable = DirectReader(lab, persona).readable_canaries(lab.seed)
-    forbidden = set(lab.cp_state()["canaries"]) - readable
+    forbidden = lab.cp_canaries() - readable
     shown_to_admin = canaries(everything_sent_to_llm(warmup.window.llm), lab.nonce)
     evidence["forbidden-canaries"] = sorted(forbidden)
     # Positive control: the detector does find forbidden data when it IS sent (to the admin's LLM).

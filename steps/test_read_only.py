@@ -17,11 +17,11 @@ scenarios("read_only.feature")
 def witness_sees_mutation(lab, evidence):
     """Positive control: a real mutation, made directly, is classified as one and changes the
     state digest; then the lab is reset so the scenario starts from the seed."""
-    before = lab.cp_state()["digest"]
+    before = lab.cp_digest()
     run_path = operation_path("run_workflow", ORG_ID, "env-prod", workflow="checkout-e2e")
     response = lab.cp_get(run_path, lab.token("owner"), method="POST", json={})
     seen = [e for e in lab.cp_journal() if e["rawPath"] == run_path and e["meaning"] == "mutate"]
-    changed = lab.cp_state()["digest"] != before
+    changed = lab.cp_digest() != before
     evidence["positive-control"] = {"status": response.status_code, "journal_saw_mutation": bool(seen), "state_changed": changed}
     undetermined_unless(response.status_code == 200 and seen and changed, "positive control failed: a direct run_workflow was not observed as a mutation")
     lab.reset()

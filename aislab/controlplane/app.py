@@ -154,7 +154,7 @@ class ControlPlane:
             return ""
         if env not in self.store.environments:
             raise Problem(404, "Not Found", f"no such environment: {env}")
-        if not principal.can(need if need == "read" else "read", env):
+        if not principal.can("read", env):  # the resource's own check applies the real need
             raise Problem(403, "Forbidden", f"no access to environment {env}")
         return env
 
@@ -397,5 +397,7 @@ class ControlPlane:
             self.store.reset()
             return JSONResponse({"digest": self.store.digest()})
         if raw_path == "/_lab/state":
-            return JSONResponse({"digest": self.store.digest(), "canaries": sorted(self.store.all_canaries()), "nonce": self.store.nonce})
+            return JSONResponse({"digest": self.store.digest()})
+        if raw_path == "/_lab/canaries":
+            return JSONResponse(sorted(self.store.all_canaries()))
         return JSONResponse({"error": "no such lab endpoint"}, 404)
