@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 REPORT_DIR ?= reports/latest
 ARGS ?=
 
-.PHONY: setup conformance test bench clean
+.PHONY: setup docker-engine docker-images conformance test bench clean
 
 setup: $(VENV)/.ready node_modules/.ready
 
@@ -17,6 +17,15 @@ node_modules/.ready: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The docker target: an engine that answers (installed and started if need be), and its images
+# (built only when their inputs change; base image: AISLAB_BASE_IMAGE, else one made from this
+# machine's Debian packages when python:3.11-slim-bookworm cannot be pulled).
+docker-engine:
+	scripts/docker-engine.sh
+
+docker-images: setup docker-engine
+	$(PY) -m aislab.targets.docker.images
+
 # Headless Chromium (Debian's) for the test that opens the HTML report.
 $(VENV)/.browser-ready: scripts/setup.sh
 	scripts/setup.sh $(VENV) --browser
@@ -24,7 +33,7 @@ $(VENV)/.browser-ready: scripts/setup.sh
 
 # The suite against the reference service on the local target (override with ARGS="--driver ... --target ...").
 # Exit code: 0 conformant, 100 a claim violated, 101 incomplete, 1 the harness failed.
-conformance: setup
+conformance: setup $(if $(findstring docker,$(ARGS)),docker-engine)
 	rm -rf $(REPORT_DIR)
 	@status=0; $(PY) -m pytest steps --report-dir $(REPORT_DIR) --junitxml $(REPORT_DIR)/junit.xml \
 		--alluredir $(REPORT_DIR)/allure-results $(ARGS) || status=$$?; \
@@ -32,11 +41,11 @@ conformance: setup
 	exit $$status
 
 # The project's own tests, including every known-bad variant against the suite.
-test: setup $(VENV)/.browser-ready
+test: setup $(VENV)/.browser-ready docker-engine
 	$(PY) -m pytest tests $(ARGS)
 
 # Lab set-up time, scenario count, suite wall time, and the service's own share.
-bench: setup
+bench: setup docker-engine
 	$(PY) -m aislab.bench $(ARGS)
 
 clean:

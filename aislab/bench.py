@@ -1,11 +1,14 @@
-"""`make bench`: one full suite run against the reference on the local target, measured.
+"""`make bench`: the docker target's image builds (cold, then cached), and one full suite run
+against the reference on each target, measured in the same run.
 
-Prints lab set-up seconds, scenario count, suite wall seconds, and the service's own share
-(start-up and CPU seconds), all from the same run, and writes them to reports/bench.json.
+Prints, per target, lab set-up seconds, scenario count, suite wall seconds and the service's
+own share (start-up and CPU seconds), and writes everything to reports/bench.json.
+`--targets local` skips docker; `--no-cold` keeps the images (no cold build).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,45 +18,83 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def main(argv: list[str]) -> int:
-    report_dir = PROJECT / "reports" / "bench"
+def image_builds(cold: bool) -> dict:
+    from aislab.targets.docker import images
+
+    numbers = {}
+    if cold:
+        tags = [line for line in subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=aislab/*"],
+            capture_output=True, text=True).stdout.split() if line]
+        removed = subprocess.run(["docker", "rmi", *tags], capture_output=True, text=True) if tags else None
+        if removed is not None and removed.returncode != 0:
+            numbers["cold_build"] = f"not measured: {removed.stderr.strip()[:200]}"
+        else:
+            t0 = time.monotonic()
+            images.ensure_images(log=lambda m: None)
+            numbers["cold_build_seconds"] = round(time.monotonic() - t0, 2)
+    t0 = time.monotonic()
+    tags = images.ensure_images(log=lambda m: None)
+    numbers["cached_build_seconds"] = round(time.monotonic() - t0, 2)
+    numbers["images"] = {k: tags[k] for k in ("base", "lab", "reference")}
+    return numbers
+
+
+def suite(target: str, extra: list[str]) -> dict:
+    report_dir = PROJECT / "reports" / f"bench-{target}"
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "steps", "-q", "--report-dir", str(report_dir), *argv],
+        [sys.executable, "-m", "pytest", "steps", "-q", "--target", target, "--report-dir", str(report_dir), *extra],
         cwd=PROJECT, capture_output=True, text=True,
     )
     wall = time.monotonic() - started
     report_file = report_dir / "conformance-report.json"
     if not report_file.exists():
         print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
-        print("bench: the suite wrote no report", file=sys.stderr)
-        return 1
+        raise SystemExit(f"bench: the suite on {target} wrote no report")
     report = json.loads(report_file.read_text())
     t = report["timings"]
     by_family: dict[str, float] = {}
     for claim in report["claims"]:
         by_family[claim["family"]] = by_family.get(claim["family"], 0.0) + sum(sc["seconds"] for sc in claim["scenarios"])
     network = sum(v for k, v in by_family.items() if k in ("proxy", "telemetry", "air-gap"))
-    numbers = {
+    return {
         "lab_setup_seconds": t.get("lab_up"),
-        "network_seconds": t.get("network"),
+        "hosts_seconds": t.get("network"),
         "mocks_seconds": t.get("mocks"),
         "scenarios": sum(len(c["scenarios"]) for c in report["claims"]),
         "suite_wall_seconds": round(wall, 2),
         "network_scenarios_seconds": round(network, 2),
         "other_scenarios_seconds": round(sum(by_family.values()) - network, 2),
-        "profile": report.get("profile"),
         "service_start_seconds": t.get("service_start"),
         "service_cpu_seconds": round(t.get("service_cpu", 0) + t.get("service_cpu_before_restarts", 0), 2),
         "service_restarts": t.get("service_restarts", 0),
         "chat_round_trip_seconds": t.get("chat_wall"),
         "result": report["result"],
+        "exit_code": proc.returncode,
     }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default="local,docker")
+    parser.add_argument("--no-cold", action="store_true", help="do not remove and rebuild the images")
+    args, extra = parser.parse_known_args(argv)
+    targets = args.targets.split(",")
+    numbers: dict = {}
+    if "docker" in targets:
+        numbers["docker_images"] = image_builds(cold=not args.no_cold)
+    for target in targets:
+        numbers[target] = suite(target, extra)
+    (PROJECT / "reports").mkdir(exist_ok=True)
     (PROJECT / "reports" / "bench.json").write_text(json.dumps(numbers, indent=2) + "\n")
-    width = max(map(len, numbers))
-    for key, value in numbers.items():
-        print(f"{key:<{width}}  {value}")
-    return 0 if proc.returncode == 0 else 1
+    if "docker_images" in numbers:
+        print("docker images:", {k: v for k, v in numbers["docker_images"].items() if k != "images"})
+    keys = list(numbers[targets[0]])
+    print(f"{'':<26}" + "".join(f"{t:>14}" for t in targets))
+    for key in keys:
+        print(f"{key:<26}" + "".join(f"{str(numbers[t][key]):>14}" for t in targets))
+    return 0 if all(numbers[t]["exit_code"] == 0 for t in targets) else 1
 
 
 if __name__ == "__main__":

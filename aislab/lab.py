@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +26,7 @@ from aislab.driver.model import Driver, placeholders, render
 from aislab.idp.tokens import SigningKey, TokenFactory, jwks_document
 from aislab import proxies
 from aislab.pki import CA
-from aislab.targets.base import HOSTS, MOCKS, OUTSIDE_NAMES, PORTS, WITNESS_TCP, WITNESS_UDP, HostProcess, LabError, Target
+from aislab.targets.base import HOSTS, MOCKS, OUTSIDE_NAMES, PORTS, WITNESS_TCP, WITNESS_UDP, LabError, LabProcess, Target
 
 PROJECT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT / "fixtures"
@@ -40,7 +40,7 @@ class Lab:
     fixtures: Path = FIXTURES
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aislab-")))
     timings: dict[str, float] = field(default_factory=dict)
-    service: HostProcess | None = None
+    service: LabProcess | None = None
     service_overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -85,7 +85,7 @@ class Lab:
 
     def _compute_values(self) -> dict[str, str]:
         vals = {
-            "python": sys.executable,
+            "python": self.target.python,
             "lab.idp.url": self.url("idp"),
             "lab.idp.issuer": self.issuer,
             "lab.idp.jwks_url": self.url("idp") + "/keys",
@@ -98,7 +98,7 @@ class Lab:
             "lab.service_token": self.service_token,
             "lab.service.port": str(self.driver.service.port),
             "lab.ca_file": str(self.state_dir / "ca.pem"),
-            "project": str(PROJECT),
+            "project": self.target.project,
         }
         vals.update({f"file:{name}": str(self.state_dir / "driver-files" / name) for name in self.driver.files})
         d = self.driver
@@ -130,8 +130,8 @@ class Lab:
             "llm_api_key": self.llm_api_key,
             "model": "lab-model",
             "nonce": self.nonce,
-            "users_file": str(self.fixtures / "lab" / "users.yaml"),
-            "seed_file": str(self.fixtures / "lab" / "seed.yaml"),
+            "users_file": str(self._share(self.fixtures / "lab" / "users.yaml")),
+            "seed_file": str(self._share(self.fixtures / "lab" / "seed.yaml")),
             "provider_names": sorted(n for n, h in OUTSIDE_NAMES.items() if h == "provider"),
             "dns_names": dns_names,
             "outside_ip": addr("outside"),
@@ -139,11 +139,12 @@ class Lab:
             "witness_udp_port": WITNESS_UDP,
         }))
         self._render_driver_files()
-        self.target.create()
+        self.target.create(self.state_dir)
+        self.timings.update(self.target.timings)
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
         procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
-        procs.append(self._spawn_lab_host("service", "witness", f"{addr('service')}:{PORTS['witness']}"))
+        procs.append(self._spawn_lab_host("service", "witness", f"{addr('service')}:{PORTS['witness']}", net_admin=True))
         proxy_procs = self._spawn_proxies()
         with ThreadPoolExecutor(len(procs) + len(proxy_procs)) as pool:
             waits = [pool.submit(p.await_ready_line, 15) for p in procs]
@@ -167,32 +168,35 @@ class Lab:
             path.touch(mode=0o600)
             path.write_text(render(template, values, f"files.{name}"))
 
-    def _spawn_lab_host(self, host: str, role: str, listen: str) -> HostProcess:
+    def _share(self, path: Path) -> Path:
+        """A copy in the state directory, which every host of every target sees."""
+        copy = self.state_dir / path.name
+        copy.write_bytes(path.read_bytes())
+        return copy
+
+    def _spawn_lab_host(self, host: str, role: str, listen: str, net_admin: bool = False) -> LabProcess:
         return self.target.spawn(
             host,
-            [sys.executable, "-m", "aislab.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
+            [self.target.python, "-m", "aislab.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
             self._base_env(),
             self.state_dir / "logs" / f"{role}.log",
-            PROJECT,
             announces=True,
+            net_admin=net_admin,
         )
 
-    def _spawn_proxies(self) -> list[tuple[HostProcess, str, int]]:
-        missing = proxies.missing_binaries()
-        if missing:
-            raise LabError(f"the lab's proxies need {' and '.join(missing)}: apt-get install {' '.join(missing)}")
+    def _spawn_proxies(self) -> list[tuple[LabProcess, str, int]]:
         addr = self.target.address
         specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), addr("harness").rsplit(".", 1)[0]),
                  "squid": proxies.squid(self.proxy_dir, addr("squid"), addr("dns"))}
         started = []
         for kind, group in specs.items():
             for spec in group:
-                proc = self.target.spawn(kind, spec.command, self._base_env(), self.state_dir / "logs" / f"{spec.name}.log", PROJECT)
+                proc = self.target.spawn(kind, spec.command, self._base_env(), self.state_dir / "logs" / f"{spec.name}.log")
                 self.proxy_logs[spec.name] = spec.log
                 started += [(proc, addr(kind), port) for port in sorted(set(spec.ports))]
         return started
 
-    def _await_port(self, proc: HostProcess, ip: str, port: int, timeout: float = 10) -> None:
+    def _await_port(self, proc: LabProcess, ip: str, port: int, timeout: float = 10) -> None:
         """For programs that announce nothing: connect until the port accepts, or the program dies."""
 
         def probe() -> str | None:
@@ -203,8 +207,7 @@ class Lab:
         _await_ready(proc, probe, timeout, f"{ip}:{port} open")
 
     def _base_env(self) -> dict[str, str]:
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
-        return {**env, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        return {**self.target.process_env(), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
     def service_env(self, overrides: dict[str, str] | None = None) -> dict[str, str]:
         env = render(self.driver.service.env, self.values(), "service.env")
@@ -215,13 +218,12 @@ class Lab:
             self.service_overrides = dict(overrides or {})
             self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
             return
-        if self.driver.service.command is None:
-            raise LabError(f"{self.driver.path}: the {self.target.name} target runs a command; this driver names only an image")
         t0 = time.monotonic()
         self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
-        command = render(list(self.driver.service.command), self.values(), "service.command")
+        spec = self.driver.service
+        command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         self.service = self.target.spawn(
-            "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", PROJECT
+            "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", image=spec.image
         )
         self.service_overrides = dict(overrides or {})
         self._await_service()
@@ -257,11 +259,20 @@ class Lab:
             self.restart_service(overrides)
             self.timings["service_restarts"] = self.timings.get("service_restarts", 0) + 1
 
-    def down(self) -> None:
+    def stop_service(self) -> None:
         if self.service and self.service.alive():
             self.timings["service_cpu"] = self.service.cpu_seconds()
+            self.service.stop()
+
+    def down(self) -> None:
+        """Tear the lab down and delete its state (keys, secrets, logs): what a report keeps
+        was copied out, redacted, before."""
+        self.stop_service()
         self.http.close()
-        self.target.destroy()
+        try:
+            self.target.destroy()
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def redaction_secrets(self) -> dict[str, str]:
         """Every secret the lab knows of: its own, and what the driver marks secret in the service's env."""
@@ -384,9 +395,8 @@ def _await_ready(proc: HostProcess, probe, timeout: float, wanted: str) -> None:
         last = probe()
         if last is None:
             return
-        try:
-            code = proc.popen.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
+        code = proc.wait(0.05)
+        if code is None:
             continue
         raise LabError(f"{proc.name} exited with code {code} before it was ready; its log:\n{proc.tail()}")
     raise LabError(f"{proc.name} not ready within {timeout:.0f}s ({wanted}; last: {last}); its log:\n{proc.tail()}")

@@ -31,8 +31,11 @@ def lab(aislab_session) -> Lab:
         instance.down()
         raise
     yield instance
-    instance.down()
-    _keep_service_log(aislab_session, instance)
+    try:
+        instance.stop_service()  # its log is complete only once it has exited
+        _keep_service_log(aislab_session, instance)
+    finally:
+        instance.down()
 
 
 def _keep_service_log(session: Session, lab: Lab) -> None:

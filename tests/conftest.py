@@ -13,7 +13,7 @@ def pytest_terminal_summary(terminalreporter, config):
     tr.section("kill matrix")
     for row in json.loads(MATRIX_FILE.read_text())["mutants"]:
         status = "clean" if not row["declared"] and not row["violated"] else "KILLED" if row["killed"] and not row["over_broad"] else "SURVIVED" if not row["killed"] else "OVER-BROAD"
-        tr.write_line(f"{row['service']:<32} {status:<10} violated={','.join(row['violated']) or '-'}  ({row['seconds']}s)")
+        tr.write_line(f"{row['service']:<32} {row['target']:<7} {status:<10} violated={','.join(row['violated']) or '-'}  ({row['seconds']}s)")
 
 
 def pytest_configure(config):

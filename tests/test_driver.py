@@ -30,6 +30,12 @@ def test_mutant_driver_extends_the_reference():
     assert d.service.env["CONTROL_PLANE_ENDPOINT"] == "{lab.controlplane.url}"  # inherited
 
 
+def test_image_driver_drops_the_inherited_command_with_null():
+    d = load_driver(DRIVERS / "reference-image.yaml")
+    assert (d.service.image, d.service.command) == ("aislab/reference-service:latest", None)
+    assert d.service.env["OAUTH_JWKS_URL"] == "{lab.idp.jwks_url}"  # the rest is inherited
+
+
 def broken(tmp_path, mutate) -> Path:
     doc = yaml.safe_load((DRIVERS / "reference.yaml").read_text())
     mutate(doc)

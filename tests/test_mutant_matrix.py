@@ -1,6 +1,7 @@
 """The harness proves itself: the reference passes every claim, and every known-bad variant is
 caught violating exactly the claims it is declared to break (no fewer: a blind check; no more:
-an over-broad one)."""
+an over-broad one). On the docker target too: the reference (as its shipped image) and one
+mutant per claim family, so that no family's checks go blind on another backend."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.suite_runs import PROJECT, SuiteRun, run_suite
+from tests.suite_runs import DRIVERS, PROJECT, SuiteRun, run_suite
 
 CATALOGUE = yaml.safe_load((PROJECT / "mutants" / "catalogue.yaml").read_text())
+FAMILY_OF = {c["id"]: c["family"] for c in yaml.safe_load((PROJECT / "claims.yaml").read_text())["claims"]}
 MATRIX_FILE = PROJECT / "reports" / "mutation-matrix.json"
 PARALLEL = 4  # each run has its own lab slot; four keep two cores busy through idle windows and starts
 
@@ -21,7 +23,7 @@ PARALLEL = 4  # each run has its own lab slot; four keep two cores busy through 
 def test_catalogue_matches_the_variants_and_the_claims():
     from mutants.variants import VARIANTS
 
-    claims = {c["id"]: c["family"] for c in yaml.safe_load((PROJECT / "claims.yaml").read_text())["claims"]}
+    claims = FAMILY_OF
     assert set(CATALOGUE) == set(VARIANTS)
     for name, entry in CATALOGUE.items():
         assert entry["breaks"] and entry["claims"] and set(entry["claims"]) <= set(claims), name
@@ -32,40 +34,73 @@ def test_catalogue_matches_the_variants_and_the_claims():
     assert set(per_family) == set(claims.values()) and min(per_family.values()) >= 2, per_family
 
 
+def one_per_family() -> list[str]:
+    """Fewest mutants that between them break a claim of every family (greedy cover)."""
+    families = {m: {FAMILY_OF[c] for c in e["claims"]} for m, e in CATALOGUE.items()}
+    left, chosen = set(FAMILY_OF.values()), []
+    while left:
+        best = max(sorted(families), key=lambda m: len(families[m] & left))
+        chosen.append(best)
+        left -= families[best]
+    return sorted(chosen)
+
+
+DOCKER_MUTANTS = one_per_family()
+DOCKER = ["--target", "docker"]
+
+
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory) -> dict[str, SuiteRun]:
     root = tmp_path_factory.mktemp("matrix")
-    jobs = [("reference", None)] + [(m, m) for m in sorted(CATALOGUE)]
+    jobs = [("reference", None, [], DRIVERS / "reference.yaml")] + [(m, m, [], None) for m in sorted(CATALOGUE)]
+    jobs += [("docker:reference", None, DOCKER, DRIVERS / "reference-image.yaml")]
+    jobs += [(f"docker:{m}", m, DOCKER, None) for m in DOCKER_MUTANTS]
+    # The slow docker runs first, so that they do not finish last on their own.
+    jobs.sort(key=lambda job: not job[0].startswith("docker:"))
+
+    def run(job):
+        name, mutant, extra, driver = job
+        return run_suite(name, root / name.replace(":", "-"), mutant, extra, **({"driver": driver} if driver else {}))
+
     with ThreadPoolExecutor(PARALLEL) as pool:
-        runs = list(pool.map(lambda job: run_suite(job[0], root / job[0], job[1]), jobs))
+        runs = list(pool.map(run, jobs))
     by_name = {r.name: r for r in runs}
     rows = []
-    for name, run in by_name.items():
-        declared = set(CATALOGUE.get(name, {}).get("claims", []))
-        violated = run.with_verdict("violated")
+    for name, run_ in by_name.items():
+        target, _, service = name.rpartition(":")
+        declared = set(CATALOGUE.get(service, {}).get("claims", []))
+        violated = run_.with_verdict("violated")
         rows.append({
-            "service": name,
+            "service": service,
+            "target": target or "local",
             "declared": sorted(declared),
             "violated": sorted(violated),
-            "undetermined": sorted(run.with_verdict("undetermined")),
+            "undetermined": sorted(run_.with_verdict("undetermined")),
             "killed": bool(declared) and declared <= violated,
             "over_broad": sorted(violated - declared),
-            "seconds": round(run.seconds, 1),
+            "seconds": round(run_.seconds, 1),
         })
     MATRIX_FILE.parent.mkdir(parents=True, exist_ok=True)
     MATRIX_FILE.write_text(json.dumps({"mutants": rows}, indent=2) + "\n")
     return by_name
 
 
-def test_reference_is_conformant(matrix):
-    run = matrix["reference"]
-    assert run.result == "conformant", f"reference verdicts: {run.verdicts}\n{run.output}"
+@pytest.mark.parametrize("name", ["reference", "docker:reference"])
+def test_reference_is_conformant(matrix, name):
+    run = matrix[name]
+    assert run.result == "conformant", f"{name} verdicts: {run.verdicts}\n{run.output}"
 
 
-@pytest.mark.parametrize("mutant", sorted(CATALOGUE))
-def test_mutant_is_killed_by_exactly_its_claims(matrix, mutant):
-    run = matrix[mutant]
+@pytest.mark.parametrize("name", sorted(CATALOGUE) + [f"docker:{m}" for m in DOCKER_MUTANTS])
+def test_mutant_is_killed_by_exactly_its_claims(matrix, name):
+    run = matrix[name]
+    mutant = name.rpartition(":")[2]
     declared = set(CATALOGUE[mutant]["claims"])
     violated = run.with_verdict("violated")
-    assert declared <= violated, f"{mutant} ({CATALOGUE[mutant]['breaks']}) survived {sorted(declared - violated)}: {run.verdicts}\n{run.output}"
-    assert violated <= declared, f"{mutant} also violated undeclared {sorted(violated - declared)} (over-broad check?)\n{run.output}"
+    assert declared <= violated, f"{name} ({CATALOGUE[mutant]['breaks']}) survived {sorted(declared - violated)}: {run.verdicts}\n{run.output}"
+    assert violated <= declared, f"{name} also violated undeclared {sorted(violated - declared)} (over-broad check?)\n{run.output}"
+
+
+def test_docker_subset_covers_every_family():
+    covered = {FAMILY_OF[c] for m in DOCKER_MUTANTS for c in CATALOGUE[m]["claims"]}
+    assert covered == set(FAMILY_OF.values())

@@ -108,9 +108,13 @@ def _str_map(doc: dict, key: str, where: str) -> dict[str, str]:
 
 
 def _merge(base: dict, over: dict) -> dict:
+    """`over` wins key by key, mappings merged deeply; a null in `over` removes what `base` set."""
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 

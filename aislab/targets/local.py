@@ -8,16 +8,14 @@ killed run and is cleaned before reuse.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-from aislab.targets.base import HOSTS, INFRASTRUCTURE, WITNESS_TCP, WITNESS_UDP, HostProcess, LabError, Target, stop_all
-
-SLOTS = 32
-LOCK_DIR = Path("/run/aislab")
+from aislab.targets.base import HOSTS, INFRASTRUCTURE, HostProcess, LabError, Target, claim_slot, stop_all
+from aislab.targets.plumbing import egress_witness_plumbing
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -36,7 +34,7 @@ def _ip_batch(lines: list[str], netns: str | None = None) -> None:
 
 def preflight() -> None:
     """Say exactly what is missing instead of failing deep inside `ip`."""
-    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables")):
+    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("tinyproxy", "tinyproxy"), ("squid", "squid")):
         if shutil.which(tool) is None:
             raise LabError(f"the local target needs `{tool}` (Debian package {package}): apt-get install {package}")
     if os.geteuid() != 0:
@@ -48,30 +46,21 @@ def preflight() -> None:
 
 class LocalTarget(Target):
     name = "local"
+    python = sys.executable
+    project = str(Path(__file__).resolve().parents[2])
 
     def __init__(self, slot: int, lock_fd: int):
+        super().__init__(lock_fd)
         self.slot = slot
-        self._lock_fd = lock_fd
         self.prefix = f"ais{slot}"
         self.subnet = f"10.231.{slot}"
         self.switch = f"{self.prefix}-sw"
-        self.processes: list[HostProcess] = []
 
     @classmethod
     def acquire(cls, _state_root: Path) -> "LocalTarget":
         preflight()
-        LOCK_DIR.mkdir(parents=True, exist_ok=True)
-        for slot in range(SLOTS):
-            fd = os.open(LOCK_DIR / f"slot{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            target = cls(slot, fd)
-            target._remove_leftovers()
-            return target
-        raise LabError(f"all {SLOTS} local lab slots are in use (see `ip netns list`)")
+        slot, fd = claim_slot("local", lambda n: cls(n, None)._remove_leftovers())
+        return cls(slot, fd)
 
     def netns(self, host: str) -> str:
         return f"{self.prefix}-{host[:12]}"
@@ -79,7 +68,10 @@ class LocalTarget(Target):
     def address(self, host: str) -> str:
         return f"{self.subnet}.{HOSTS[host]}"
 
-    def create(self) -> None:
+    def process_env(self) -> dict[str, str]:
+        return {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
+
+    def create(self, shared: Path) -> None:  # one filesystem: `shared` is already everywhere
         _ip("netns", "add", self.switch)
         _ip_batch(["link add br0 type bridge", "link set br0 up", "link set lo up"], self.switch)
         # The harness's own leg into the lab: lets pytest reach every host directly.
@@ -90,28 +82,7 @@ class LocalTarget(Target):
         for host in HOSTS:
             if host != "harness":
                 self._add_host(host)
-        self._egress_witness_plumbing()
-
-    def _egress_witness_plumbing(self) -> None:
-        """Give the service's host a default route into a dead end and redirect every attempt
-        that is not to lab infrastructure to the witness, which records it. IPv6 is off there,
-        so no attempt can slip past over v6."""
-        ns = self.netns("service")
-        _ip_batch(["link add dead0 type veth peer name dead1", "link set dead0 up", "link set dead1 up",
-                   "route add default dev dead0"], ns)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                        "net.ipv6.conf.default.disable_ipv6=1"], check=True, capture_output=True)
-        allowed = ["-A OUTPUT -d 127.0.0.0/8 -j RETURN"] + [f"-A OUTPUT -d {self.address(h)}/32 -j RETURN" for h in INFRASTRUCTURE]
-        # TCP: REDIRECT, the witness reads SO_ORIGINAL_DST. UDP: REDIRECT would hide the original
-        # destination, so mark it, route it to lo and TPROXY it (IP_RECVORIGDSTADDR keeps it).
-        rules = ["*nat", *allowed, f"-A OUTPUT -p tcp -j REDIRECT --to-ports {WITNESS_TCP}", "COMMIT",
-                 "*mangle", *allowed, "-A OUTPUT -p udp -j MARK --set-mark 1",
-                 f"-A PREROUTING -i lo -p udp -m mark --mark 1 -j TPROXY --on-ip 127.0.0.1 --on-port {WITNESS_UDP} --tproxy-mark 1",
-                 "COMMIT", ""]
-        _ip_batch(["rule add fwmark 1 lookup 100", "route add local 0.0.0.0/0 dev lo table 100"], ns)
-        proc = subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], input="\n".join(rules), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise LabError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
+        egress_witness_plumbing(["ip", "netns", "exec", self.netns("service")], [self.address(h) for h in INFRASTRUCTURE])
 
     def _add_host(self, host: str) -> None:
         ns = self.netns(host)
@@ -127,7 +98,10 @@ class LocalTarget(Target):
         )
         (etc / "resolv.conf").write_text(f"nameserver {self.subnet}.53\noptions timeout:1 attempts:1\n")
 
-    def spawn(self, host: str, command: list[str], env: dict[str, str], log: Path, cwd: Path, announces: bool = False) -> HostProcess:
+    def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
+              image: str | None = None, net_admin: bool = False) -> HostProcess:
+        if image is not None or command is None:
+            raise LabError(f"the local target runs commands; to run the image {image} use --target docker")
         logfh = log.open("ab")
         popen = subprocess.Popen(
             ["ip", "netns", "exec", self.netns(host), *command],
@@ -135,7 +109,7 @@ class LocalTarget(Target):
             stdout=subprocess.PIPE if announces else logfh,
             stderr=logfh,
             env=env,
-            cwd=cwd,
+            cwd=self.project,
             start_new_session=True,  # its own process group: stop() reaches its children too
         )
         logfh.close()
@@ -165,8 +139,3 @@ class LocalTarget(Target):
             _ip("netns", "del", ns, check=False)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         _ip("link", "del", f"{self.prefix}-h", check=False)
-
-    def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None

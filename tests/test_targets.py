@@ -1,0 +1,191 @@
+"""Every backend: bring-up, clear errors for a service that never becomes ready or for missing
+privileges or tools, the witness catching every way out, and cleanup of labs left behind by a
+killed run."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from aislab.driver import load_driver
+from aislab.lab import Lab
+from aislab.targets import LabError, make_target
+from aislab.targets import local
+from aislab.targets.docker import firewall
+from aislab.targets.docker import target as docker_target
+
+DRIVERS = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
+TARGETS = ["local", "docker"]
+LAB_UP_BUDGET = {"local": 5, "docker": 10}  # seconds, with the docker images already built
+
+
+def driver_with(tmp_path, command, timeout=20):
+    doc = yaml.safe_load((DRIVERS / "reference.yaml").read_text())
+    doc["service"]["command"] = command
+    doc["service"]["ready"]["timeout"] = timeout
+    path = tmp_path / "driver.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_driver(path)
+
+
+def leftovers(name: str, slot: int) -> list[str]:
+    """What a lab in this slot has on the machine: namespaces, or containers, networks, rules."""
+    if name == "local":
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+        return [line for line in listed if line.startswith(f"ais{slot}-")]
+    client = docker.from_env()
+    label = f"{docker_target.LABEL}=aislab-d{slot}"
+    return ([c.name for c in client.containers.list(all=True, filters={"label": label})]
+            + [n.name for n in client.networks.list(filters={"label": label})]
+            + sorted(firewall.leftover_tags(f"aislab-d{slot}")))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_service_that_exits_is_reported_with_its_log(tmp_path, target):
+    lab = Lab(make_target(target, tmp_path), driver_with(tmp_path, ["{python}", "-c", "import sys; print('config broken: no LLM_API_KEY', flush=True); sys.exit(3)"]))
+    try:
+        with pytest.raises(LabError, match=r"(?s)exited with code 3.*config broken: no LLM_API_KEY"):
+            lab.up()
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_service_that_never_answers_times_out_with_its_log(tmp_path, target):
+    lab = Lab(make_target(target, tmp_path), driver_with(tmp_path, ["{python}", "-c", "import time; print('stuck in init', flush=True); time.sleep(30)"], timeout=1))
+    try:
+        with pytest.raises(LabError, match=r"(?s)not ready within 1s.*stuck in init"):
+            lab.up()
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_attempt_to_leave_the_service_host_is_caught_by_the_witness(tmp_path, target):
+    # A server on this machine, on every address: the service's host must not reach it either.
+    host_server = socket.create_server(("0.0.0.0", 0))
+    host_server.settimeout(0)
+    lab = Lab(make_target(target, tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
+    try:
+        lab.reset()
+        harness = lab.target.address("harness")
+        port = host_server.getsockname()[1]
+        probe = ("import socket\n"
+                 "s = socket.create_connection(('198.51.100.7', 80), timeout=2)\n"
+                 "s.sendall(b'GET /probe HTTP/1.1\\r\\nHost: probe.example\\r\\n\\r\\n'); print(s.recv(100)[:12])\n"
+                 "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('198.51.100.8', 9999))\n"
+                 f"socket.create_connection(('{harness}', {port}), timeout=2).close()\n"
+                 "try:\n    socket.create_connection(('2001:db8::1', 80), timeout=2)\nexcept OSError as e:\n    print('v6', e.errno)\n")
+        out = lab.target.run_in("service", [lab.values()["python"], "-c", probe])
+        assert "HTTP/1.1 502" in out.stdout and "v6" in out.stdout, out  # answered by the witness; IPv6 refused at once
+        records = lab.records("witness")
+        tcp = next(r for r in records if r["proto"] == "tcp" and r["dst"] == "198.51.100.7:80")
+        assert (tcp["host"], tcp["path"]) == ("probe.example", "/probe")
+        assert any(r["proto"] == "udp" and r["dst"] == "198.51.100.8:9999" for r in records)
+        assert any(r["proto"] == "tcp" and r["dst"] == f"{harness}:{port}" for r in records)
+        with pytest.raises(BlockingIOError):
+            host_server.accept()  # the witness took the connection; this machine never saw it
+        assert lab.timings["lab_up"] < LAB_UP_BUDGET[target], lab.timings
+    finally:
+        lab.down()
+        host_server.close()
+
+
+def test_docker_lab_network_is_closed_to_this_machine_and_the_outside(tmp_path):
+    """An internal docker network still reaches the host through the bridge: the lab's rules
+    refuse that, and any way out, at once. Positive control: the same server answers the
+    harness, and lab hosts answer each other."""
+    host_server = socket.create_server(("0.0.0.0", 0))
+    lab = Lab(make_target("docker", tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
+    try:
+        port = host_server.getsockname()[1]
+        socket.create_connection((lab.target.address("harness"), port), timeout=2).close()  # the server works
+        probe = ("import socket, time\n"
+                 "for dst in [('{h}', {p}), ('198.51.100.7', 80), ('{cp}', 8090)]:\n"
+                 "    t = time.monotonic()\n"
+                 "    try:\n        socket.create_connection(dst, timeout=5).close(); r = 'open'\n"
+                 "    except OSError as e:\n        r = type(e).__name__\n"
+                 "    print(dst[0], r, round(time.monotonic() - t, 2))\n").format(
+            h=lab.target.address("harness"), p=port, cp=lab.target.address("controlplane"))
+        lines = lab.target.run_in("idp", ["python", "-c", probe]).stdout.split("\n")
+        to_host, outside, lab_host = (line.split() for line in lines[:3])
+        assert to_host[1] != "open" and float(to_host[2]) < 1, to_host
+        assert outside[1] != "open" and float(outside[2]) < 1, outside
+        assert lab_host[1] == "open", lab_host
+    finally:
+        lab.down()
+        host_server.close()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_leftovers_of_a_killed_run_are_removed_at_the_next_start(tmp_path, target):
+    first = make_target(target, tmp_path)
+    slot = first.slot
+    first.create(tmp_path)
+    first.release()  # the owner "dies" without destroying anything
+    assert leftovers(target, slot)
+    second = make_target(target, tmp_path)
+    try:
+        assert second.slot == slot
+        assert not leftovers(target, slot)
+    finally:
+        second.destroy()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_teardown_leaves_nothing_behind(tmp_path, target):
+    lab = Lab(make_target(target, tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
+    slot, state = lab.target.slot, lab.state_dir
+    assert leftovers(target, slot)
+    lab.down()
+    assert not leftovers(target, slot)
+    assert not state.exists()  # keys and secrets go with the lab
+
+
+def test_missing_privileges_give_a_clear_message(monkeypatch):
+    monkeypatch.setattr(local.os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="needs root"):
+        local.preflight()
+    with pytest.raises(LabError, match="needs root"):
+        docker_target.preflight()
+
+
+def test_missing_tools_give_a_clear_message(monkeypatch):
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match="iproute2"):
+        local.preflight()
+    with pytest.raises(LabError, match="iptables"):
+        docker_target.preflight()
+
+
+def test_no_docker_engine_gives_a_clear_message(monkeypatch):
+    def unreachable():
+        raise docker.errors.DockerException("Error while fetching server API version: connection refused")
+
+    monkeypatch.setattr(docker_target.docker, "from_env", unreachable)
+    with pytest.raises(LabError, match=r"running Docker engine.*make docker-engine"):
+        docker_target.preflight()
+
+
+def test_an_image_driver_does_not_run_on_the_local_target(tmp_path):
+    doc = yaml.safe_load((DRIVERS / "reference.yaml").read_text())
+    del doc["service"]["command"]
+    doc["service"]["image"] = "aislab/reference-service:latest"
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump(doc))
+    lab = Lab(make_target("local", tmp_path), load_driver(tmp_path / "image.yaml"))
+    try:
+        with pytest.raises(LabError, match="use --target docker"):
+            lab.up()
+    finally:
+        lab.down()
+
+
+def test_kind_is_not_built_yet(tmp_path):
+    with pytest.raises(LabError, match="not built yet"):
+        make_target("kind", tmp_path)
