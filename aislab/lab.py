@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -386,7 +385,7 @@ class Lab:
         return self.http.request(method, self.url("controlplane") + path, headers={"Authorization": f"Bearer {token}"}, **kw)
 
 
-def _await_ready(proc: HostProcess, probe, timeout: float, wanted: str) -> None:
+def _await_ready(proc: LabProcess, probe, timeout: float, wanted: str) -> None:
     """Probe until `probe()` returns None (ready) or the process dies; a failure shows its log.
     The wait on the process doubles as the pause between probes and as exit detection."""
     deadline = time.monotonic() + timeout

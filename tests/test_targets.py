@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import docker
@@ -47,20 +46,14 @@ def leftovers(name: str, slot: int) -> list[str]:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_service_that_exits_is_reported_with_its_log(tmp_path, target):
-    lab = Lab(make_target(target, tmp_path), driver_with(tmp_path, ["{python}", "-c", "import sys; print('config broken: no LLM_API_KEY', flush=True); sys.exit(3)"]))
+@pytest.mark.parametrize("code, timeout, error", [
+    ("import sys; print('config broken: no LLM_API_KEY', flush=True); sys.exit(3)", 20, r"(?s)exited with code 3.*config broken: no LLM_API_KEY"),
+    ("import time; print('stuck in init', flush=True); time.sleep(30)", 1, r"(?s)not ready within 1s.*stuck in init"),
+], ids=["exits", "never-answers"])
+def test_a_service_that_never_becomes_ready_is_reported_with_its_log(tmp_path, target, code, timeout, error):
+    lab = Lab(make_target(target, tmp_path), driver_with(tmp_path, ["{python}", "-c", code], timeout))
     try:
-        with pytest.raises(LabError, match=r"(?s)exited with code 3.*config broken: no LLM_API_KEY"):
-            lab.up()
-    finally:
-        lab.down()
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_service_that_never_answers_times_out_with_its_log(tmp_path, target):
-    lab = Lab(make_target(target, tmp_path), driver_with(tmp_path, ["{python}", "-c", "import time; print('stuck in init', flush=True); time.sleep(30)"], timeout=1))
-    try:
-        with pytest.raises(LabError, match=r"(?s)not ready within 1s.*stuck in init"):
+        with pytest.raises(LabError, match=error):
             lab.up()
     finally:
         lab.down()
@@ -181,6 +174,19 @@ def test_an_image_driver_does_not_run_on_the_local_target(tmp_path):
     lab = Lab(make_target("local", tmp_path), load_driver(tmp_path / "image.yaml"))
     try:
         with pytest.raises(LabError, match="use --target docker"):
+            lab.up()
+    finally:
+        lab.down()
+
+
+def test_a_missing_image_is_named_with_how_to_load_it(tmp_path):
+    doc = yaml.safe_load((DRIVERS / "reference-image.yaml").read_text())
+    doc["extends"] = str(DRIVERS / "reference.yaml")
+    doc["service"]["image"] = "aislab/not-loaded-here:0.0.0"
+    (tmp_path / "image.yaml").write_text(yaml.safe_dump(doc))
+    lab = Lab(make_target("docker", tmp_path), load_driver(tmp_path / "image.yaml"))
+    try:
+        with pytest.raises(LabError, match=r"aislab/not-loaded-here:0.0.0 is not in the local Docker engine.*docker load"):
             lab.up()
     finally:
         lab.down()

@@ -157,7 +157,14 @@ class Target(ABC):
         """Run a short command on a lab host (the witness's positive-control probes, one-shot assistants)."""
 
     @abstractmethod
-    def destroy(self) -> None: ...
+    def _remove_leftovers(self) -> None:
+        """Remove everything this slot's lab made on the machine, also what a killed run left."""
+
+    def destroy(self) -> None:
+        stop_all(self.processes)
+        self.processes.clear()
+        self._remove_leftovers()
+        self.release()
 
 
 def make_target(name: str, state_root: Path) -> Target:

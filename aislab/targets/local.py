@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aislab.targets.base import HOSTS, INFRASTRUCTURE, HostProcess, LabError, Target, claim_slot, stop_all
+from aislab.targets.base import HOSTS, INFRASTRUCTURE, HostProcess, LabError, Target, claim_slot
 from aislab.targets.plumbing import egress_witness_plumbing
 
 
@@ -120,12 +120,6 @@ class LocalTarget(Target):
     def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.netns(host), *command], capture_output=True, text=True,
                               timeout=timeout, env=env)
-
-    def destroy(self) -> None:
-        stop_all(self.processes)
-        self.processes.clear()
-        self._remove_leftovers()
-        self.release()
 
     def _remove_leftovers(self) -> None:
         listed = _ip("netns", "list", check=False).stdout.split("\n")

@@ -13,7 +13,6 @@ import os
 import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 PACKAGES = ("python3", "python3-venv", "bash", "coreutils", "ca-certificates", "base-files",
             "base-passwd", "libc-bin", "dash", "dpkg")

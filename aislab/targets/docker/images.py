@@ -216,13 +216,34 @@ def _build(context: Path, tag: str, args: dict[str, str]) -> None:
     _run([*cmd, str(context)], env={**os.environ, "DOCKER_BUILDKIT": "0"})
 
 
-def ensure_images(base: str | None = None, log=print) -> dict[str, str]:
+def ensure_images(base: str | None = None, log=print, exact: bool = False) -> dict[str, str]:
     """Tags of the lab and reference-service images, built if their inputs changed. Labs that
-    start together (the mutant matrix) wait for one build instead of racing."""
+    start together (the mutant matrix) wait for one build instead of racing.
+
+    Hashing every input costs about a second per lab start, so a lab start first compares a
+    cheap fingerprint (settings, pins, installed proxy versions, source sizes and mtimes) with
+    the last exact check; `exact` (make docker-images) always does the full check."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "images.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _ensure_images(base, log)
+        record = CACHE / "images.json"
+        fingerprint = _fingerprint(base)
+        if not exact and record.exists():
+            last = json.loads(record.read_text())
+            if last.get("fingerprint") == fingerprint and _exists(last["lab"]) and _exists(last["reference"]):
+                return {**last, "built": []}
+        tags = _ensure_images(base, log)
+        record.write_text(json.dumps({**tags, "fingerprint": fingerprint}))
+        return tags
+
+
+def _fingerprint(base: str | None) -> str:
+    versions = subprocess.run(["dpkg-query", "-W", *PROXY_BINARIES, *PROXY_DATA_PACKAGES, "tinyproxy-bin"],
+                              capture_output=True, text=True).stdout
+    files = sorted(p for name in SOURCES for p in (PROJECT / name).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    stats = [f"{p.relative_to(PROJECT)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    setting = base or os.environ.get("AISLAB_BASE_IMAGE") or DEFAULT_BASE
+    return _digest_text(setting, LAB_DOCKERFILE, REFERENCE_DOCKERFILE, *runtime_pins(), versions, *stats)
 
 
 def _ensure_images(base: str | None, log) -> dict[str, str]:
@@ -260,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the tags as JSON")
     args = parser.parse_args(argv)
     try:
-        tags = ensure_images(args.base, log=lambda m: print(m, file=sys.stderr))
+        tags = ensure_images(args.base, log=lambda m: print(m, file=sys.stderr), exact=True)
     except ImageError as err:
         print(f"images: {err}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-from aislab.targets.base import HOSTS, INFRASTRUCTURE, LabError, LabProcess, Target, claim_slot, stop_all
+from aislab.targets.base import HOSTS, INFRASTRUCTURE, LabError, LabProcess, Target, claim_slot
 from aislab.targets.docker import firewall, images
 from aislab.targets.plumbing import egress_witness_plumbing
 
@@ -197,6 +197,8 @@ class DockerTarget(Target):
 
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
               image: str | None = None, net_admin: bool = False) -> ContainerProcess:
+        if image is not None:
+            self._require_image(image)
         container = self._container(host, command, env, image, net_admin)
         try:
             container.start()
@@ -205,6 +207,18 @@ class DockerTarget(Target):
         proc = ContainerProcess(host, container, log)
         self.processes.append(proc)
         return proc
+
+    def _require_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            self.client.images.pull(image)
+        except docker.errors.DockerException as err:
+            raise LabError(f"image {image} is not in the local Docker engine and cannot be pulled ({err}); "
+                           f"load it first: docker load -i FILE.tar") from None
 
     def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         container = self._container(host, command, env or {}, None, False).start().get_wrapped_container()
@@ -220,20 +234,18 @@ class DockerTarget(Target):
         finally:
             container.remove(force=True)
 
-    # --- teardown ----------------------------------------------------------------------
-    def destroy(self) -> None:
-        stop_all(self.processes)
-        self.processes.clear()
-        self._remove_leftovers()
-        self.release()
-
     def _remove_leftovers(self) -> None:
         """Everything labelled with this slot: containers, the network, the firewall rules."""
-        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.tag}"}):
+        def remove(container) -> None:
             try:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
+
+        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.tag}"})
+        if containers:
+            with ThreadPoolExecutor(len(containers)) as pool:
+                list(pool.map(remove, containers))
         for network in self.client.networks.list(filters={"label": f"{LABEL}={self.tag}"}):
             network.remove()
         firewall.remove(self.tag)
