@@ -196,6 +196,12 @@ def fetch_debs(base: str, into: Path) -> None:
         shutil.copy2(store / name, into / name)
 
 
+def _base_identity(base: str) -> str:
+    """A host-made base is named after its package versions, and re-importing it gives a new
+    image ID (import time): its name is its identity. Any other base: its image ID."""
+    return base if base.startswith(hostbase.REPOSITORY + ":") else _image_id(base)
+
+
 def _copy_sources(into: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in SOURCES:
@@ -255,12 +261,12 @@ def _ensure_images(base: str | None, log) -> dict[str, str]:
         fetch_wheels(runtime_pins(), context / "wheels")
         fetch_debs(base, context / "debs")
         _copy_sources(context / "src")
-        lab = f"aislab/lab:{_digest(context, _image_id(base))}"
+        lab = f"aislab/lab:{_digest(context, _base_identity(base))}"
         built = []
         if not _exists(lab):
             _build(context, lab, {"BASE": base})
             built.append(lab)
-    reference = f"aislab/reference-service:{_digest_text(REFERENCE_DOCKERFILE, _image_id(lab))}"
+    reference = f"aislab/reference-service:{_digest_text(REFERENCE_DOCKERFILE, lab)}"
     if not _exists(reference):
         with tempfile.TemporaryDirectory(prefix="aislab-image-") as tmp:
             (Path(tmp) / "Dockerfile").write_text(REFERENCE_DOCKERFILE)
