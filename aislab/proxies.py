@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +71,6 @@ def _give_to(path: Path, user: str) -> None:
     """Proxies drop root; their log files must stay writable to the user they become."""
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def missing_binaries() -> list[str]:
-    return [b for b in ("tinyproxy", "squid") if shutil.which(b) is None]
 
 
 TINY_CONNECT = re.compile(r"CONNECT\s+\S+\s+\S+\s+\[\d+\]: Connect \(file descriptor \d+\): (?P<client>[\d.]+)")

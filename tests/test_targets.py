@@ -42,7 +42,7 @@ def leftovers(name: str, slot: int) -> list[str]:
     label = f"{docker_target.LABEL}=aislab-d{slot}"
     return ([c.name for c in client.containers.list(all=True, filters={"label": label})]
             + [n.name for n in client.networks.list(filters={"label": label})]
-            + sorted(firewall.leftover_tags(f"aislab-d{slot}")))
+            + sorted(firewall.tags(f"aislab-d{slot}")))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -114,6 +114,18 @@ def test_docker_lab_network_is_closed_to_this_machine_and_the_outside(tmp_path):
     finally:
         lab.down()
         host_server.close()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_command_on_a_host_that_overruns_is_stopped(tmp_path, target):
+    t = make_target(target, tmp_path)
+    try:
+        t.create(tmp_path)
+        with pytest.raises(subprocess.TimeoutExpired):
+            t.run_in("idp", [t.python, "-c", "import time; time.sleep(30)"], timeout=1)
+        assert t.run_in("idp", [t.python, "-c", "print('after')"]).stdout == "after\n"
+    finally:
+        t.destroy()
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -28,22 +28,23 @@ def close(bridge: str, subnet: str, tag: str) -> None:
     _iptables("-I", "DOCKER-USER", "-i", bridge, "!", "-d", subnet, *mark, "-j", "REJECT")
 
 
-def remove(tag: str) -> None:
-    for chain in ("INPUT", "DOCKER-USER"):
-        listed = _iptables("-S", chain, check=False).stdout.splitlines()
-        for rule in listed:
-            if f"--comment {tag} " in rule + " " or f'--comment "{tag}"' in rule:
-                _iptables(*("-D" + rule[2:]).split(), check=False)
-
-
-def leftover_tags(prefix: str) -> set[str]:
-    """Tags of rules some lab left behind (for the cleanup of crashed runs)."""
-    tags = set()
+def _tagged(prefix: str):
+    """(chain, rule, tag) of every lab rule whose tag starts with `prefix`."""
     for chain in ("INPUT", "DOCKER-USER"):
         for rule in _iptables("-S", chain, check=False).stdout.splitlines():
             words = rule.split()
             if "--comment" in words:
                 tag = words[words.index("--comment") + 1].strip('"')
                 if tag.startswith(prefix):
-                    tags.add(tag)
-    return tags
+                    yield chain, rule, tag
+
+
+def remove(tag: str) -> None:
+    for _chain, rule, found in list(_tagged(tag)):
+        if found == tag:
+            _iptables(*("-D" + rule[2:]).split(), check=False)
+
+
+def tags(prefix: str) -> set[str]:
+    """Tags of the lab rules present (teardown must leave none of its own)."""
+    return {tag for _chain, _rule, tag in _tagged(prefix)}

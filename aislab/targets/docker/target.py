@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+import requests
 from docker.types import EndpointConfig, IPAMConfig, IPAMPool
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
@@ -225,7 +226,7 @@ class DockerTarget(Target):
         try:
             try:
                 code = container.wait(timeout=timeout)["StatusCode"]
-            except Exception:  # the docker client's read timeout
+            except requests.exceptions.RequestException:  # the docker client's read timeout
                 container.kill(signal=signal.SIGKILL)
                 raise subprocess.TimeoutExpired(command, timeout) from None
             out = container.logs(stdout=True, stderr=False).decode(errors="replace")
