@@ -11,7 +11,7 @@ import pytest
 
 from aislab.driver import DriverError, load_driver
 from aislab.lab import FIXTURES, PROJECT, Lab
-from aislab.report.bundle import write_bundle
+from aislab.report.bundle import redact_in_place, write_bundle
 from aislab.report.conformance import ScenarioResult, build_report, exit_code, load_claims, write_report
 from aislab.report.waivers import WaiverError, load_waivers
 from aislab.verdict import NOT_APPLICABLE, Undetermined, Violation
@@ -193,6 +193,8 @@ def pytest_unconfigure(config):
     s = config.stash.get(SESSION, None)
     if s is not None and s.report is not None:
         secrets = s.lab.redaction_secrets() if s.lab else {}
+        alluredir = config.getoption("--alluredir", None)
+        redact_in_place([s.report_dir] + ([Path(alluredir)] if alluredir else []), secrets)
         write_bundle(s.report_dir, s.report, secrets)
 
 

@@ -98,7 +98,11 @@ def test_bundle_has_a_true_manifest_and_no_secret_survives(tmp_path, monkeypatch
     assert all(hashlib.sha256(files[f["path"]]).hexdigest() == f["sha256"] for f in manifest["files"])
     assert "service.log" in files and any(n.startswith("allure-results/") for n in files) and any(n.startswith("evidence/") for n in files)
     assert b"boot <redacted-env-PLANTED_SECRET> <redacted-llm-api-key> <redacted-env-TK_SERVICE_TOKEN> proxy http://ops:<redacted>@" in files["service.log"]
-    for name, data in files.items():
+    # The report directory as the user keeps it (the HTML report is rendered from it) too.
+    on_disk = {str(p.relative_to(tmp_path / "r")): p.read_bytes() for p in (tmp_path / "r").rglob("*")
+               if p.is_file() and p.name != "conformance-bundle.tar.gz"}
+    assert any(n.startswith("allure-results/") for n in on_disk)
+    for name, data in {**files, **{f"disk:{n}": d for n, d in on_disk.items()}}.items():
         text = data.decode(errors="replace")
         assert planted not in text and "hunter2" not in text, name
         assert not re.search(r"sk-lab-[A-Za-z0-9_-]{8,}", text), name

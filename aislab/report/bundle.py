@@ -16,17 +16,32 @@ BUNDLE = "conformance-bundle.tar.gz"
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".yaml", ".yml", ".html", ".csv"}
 
 
+def _redacted(path: Path, redactor: Redactor) -> bytes:
+    data = path.read_bytes()
+    if path.suffix in TEXT_SUFFIXES or "allure-results" in path.parts:
+        try:
+            return redactor.text(data.decode()).encode()
+        except UnicodeDecodeError:
+            pass
+    return data
+
+
+def redact_in_place(directories: list[Path], secrets: dict[str, str]) -> None:
+    """Redact what tools wrote on their own: Allure records step arguments (a chat with its
+    token, the LLM requests with the API key) as they are. The HTML is rendered from these."""
+    redactor = Redactor(secrets)
+    for directory in directories:
+        for path in (p for p in directory.rglob("*") if p.is_file() and p.name != BUNDLE):
+            data = _redacted(path, redactor)
+            if data != path.read_bytes():
+                path.write_bytes(data)
+
+
 def write_bundle(report_dir: Path, report: dict, secrets: dict[str, str]) -> Path:
     redactor = Redactor(secrets)
-    members: list[tuple[str, bytes]] = []
-    for path in sorted(p for p in report_dir.rglob("*") if p.is_file() and p.name != BUNDLE):
-        data = path.read_bytes()
-        if path.suffix in TEXT_SUFFIXES or "allure-results" in path.parts:
-            try:  # belt and braces: whatever a tool wrote, no secret leaves in the bundle
-                data = redactor.text(data.decode()).encode()
-            except UnicodeDecodeError:
-                pass
-        members.append((str(path.relative_to(report_dir)), data))
+    # Belt and braces: whatever a tool wrote, no secret leaves in the bundle.
+    members = [(str(p.relative_to(report_dir)), _redacted(p, redactor))
+               for p in sorted(p for p in report_dir.rglob("*") if p.is_file() and p.name != BUNDLE)]
     manifest = {
         "apiVersion": "ais.bundle/v1alpha1",
         "run": {"harness": report["harness"], "driver": report["driver"], "started": report["started"],
