@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
 import tarfile
 import time
+
+from aislab.targets.docker.engine import image_exists, run
 
 PACKAGES = ("python3", "python3-venv", "bash", "coreutils", "ca-certificates", "base-files",
             "base-passwd", "libc-bin", "dash", "dpkg")
@@ -23,23 +24,16 @@ REPOSITORY = "aislab/base"
 ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _run(*cmd: str) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def closure(packages=PACKAGES) -> list[str]:
-    out = _run("apt-cache", "depends", "--recurse", "--installed", "--no-recommends", "--no-suggests",
-               "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *packages)
+    out = run(["apt-cache", "depends", "--recurse", "--installed", "--no-recommends", "--no-suggests",
+               "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *packages]).stdout
     # Unindented lines are package names; <virtual> ones are provided by some real package listed too.
     return sorted({line for line in out.splitlines() if line and not line.startswith((" ", "<"))})
 
 
 def image_tag(packages: list[str]) -> str:
     """Named after the exact package versions: same host packages, same tag, no rebuild."""
-    versions = _run("dpkg-query", "-W", "-f", "${Package}=${Version}\n", *packages)
+    versions = run(["dpkg-query", "-W", "-f", "${Package}=${Version}\n", *packages]).stdout
     return f"{REPOSITORY}:host-" + hashlib.sha256(versions.encode()).hexdigest()[:12]
 
 
@@ -51,13 +45,13 @@ def _real(path: str) -> str:
 
 
 def _tar(packages: list[str]) -> bytes:
-    listed = _run("dpkg-query", "-L", *packages).splitlines()
+    listed = run(["dpkg-query", "-L", *packages]).stdout.splitlines()
     members: dict[str, str] = {}
     for path in [*listed, *GENERATED]:
         if path.startswith("/") and os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
             if _real(path) not in MERGED:  # the host's own merged-/usr links; the skeleton has them
                 members.setdefault(_real(path), path)
-    status = _run("dpkg-query", "-s", *packages).encode()
+    status = run(["dpkg-query", "-s", *packages]).stdout.encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         def add_dir(name: str, mode: int = 0o755) -> None:
@@ -93,12 +87,10 @@ def build(log=print) -> str:
     """Import the base image unless one of these exact package versions exists; return its tag."""
     packages = closure()
     tag = image_tag(packages)
-    if subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0:
+    if image_exists(tag):
         return tag
     t0 = time.monotonic()
     data = _tar(packages)
-    proc = subprocess.run(["docker", "import", "--change", f"ENV {ENV}", "-", tag], input=data, capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"docker import of the host base image failed: {proc.stderr.decode().strip()}")
+    run(["docker", "import", "--change", f"ENV {ENV}", "-", tag], input=data, text=False)
     log(f"images: made base image {tag} from {len(packages)} host packages in {time.monotonic() - t0:.1f}s")
     return tag

@@ -30,6 +30,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from aislab.targets.docker import hostbase
+from aislab.targets.docker.engine import ImageError, image_exists, image_id, run
 
 PROJECT = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("AISLAB_CACHE", PROJECT / ".cache"))
@@ -66,29 +67,10 @@ ENTRYPOINT ["python", "-m", "reference_service"]
 """
 
 
-class ImageError(RuntimeError):
-    pass
-
-
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        raise ImageError(f"`{' '.join(cmd[:6])}{' ...' if len(cmd) > 6 else ''}` failed:\n{(proc.stderr or proc.stdout).strip()[-3000:]}")
-    return proc
-
-
-def _exists(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
-
-
-def _image_id(tag: str) -> str:
-    return _run(["docker", "image", "inspect", "-f", "{{.Id}}", tag]).stdout.strip()
-
-
 def resolve_base(name: str | None = None, log=print) -> str:
     """The configured base if it is here or can be pulled; otherwise a base made from host files."""
     name = name or os.environ.get("AISLAB_BASE_IMAGE") or DEFAULT_BASE
-    if _exists(name):
+    if image_exists(name):
         return name
     pulled = subprocess.run(["docker", "pull", "-q", name], capture_output=True, text=True)
     if pulled.returncode == 0:
@@ -130,10 +112,11 @@ def fetch_wheels(pins: list[str], into: Path) -> None:
         name, version = pin.split("==")
         return f"{name.replace('-', '_').replace('.', '_').lower()}=={version}"
 
-    if any(key(p) not in stored() for p in pins):
-        _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-              "--only-binary=:all:", "-d", str(store), *pins])
     have = stored()
+    if any(key(p) not in have for p in pins):
+        run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+              "--only-binary=:all:", "-d", str(store), *pins])
+        have = stored()
     into.mkdir()
     for pin in pins:
         if key(pin) not in have:
@@ -144,9 +127,9 @@ def fetch_wheels(pins: list[str], into: Path) -> None:
 
 def _base_packages(base: str) -> set[str]:
     """What the base image has installed; kept per image ID (asking costs a container)."""
-    record = CACHE / "base-packages" / _image_id(base).replace(":", "-")
+    record = CACHE / "base-packages" / image_id(base).replace(":", "-")
     if not record.exists():
-        out = _run(["docker", "run", "--rm", "--network", "none", base, "dpkg-query", "-W", "-f", "${Package}\n"]).stdout
+        out = run(["docker", "run", "--rm", "--network", "none", base, "dpkg-query", "-W", "-f", "${Package}\n"]).stdout
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(out)
     return set(record.read_text().split())
@@ -169,7 +152,7 @@ def proxy_packages() -> list[str]:
     if None in binaries:
         raise ImageError("the proxies' images are made from this machine's tinyproxy and squid packages: "
                          "apt-get install tinyproxy squid (make setup does)")
-    ldd = _run(["ldd", *binaries]).stdout
+    ldd = run(["ldd", *binaries]).stdout
     libs = [part for line in ldd.splitlines() for part in line.split() if part.startswith("/")]
     return sorted(_owning_packages([*binaries, *libs]) | set(PROXY_DATA_PACKAGES))
 
@@ -180,7 +163,7 @@ def fetch_debs(base: str, into: Path) -> None:
     need = [p for p in proxy_packages() if p not in have]
     # Candidate versions (installed ones may no longer be downloadable); apt-get download names
     # files pkg_version_arch.deb with the epoch's colon as %3a.
-    stanzas = _run(["apt-cache", "show", "--no-all-versions", *need]).stdout.strip().split("\n\n")
+    stanzas = run(["apt-cache", "show", "--no-all-versions", *need]).stdout.strip().split("\n\n")
     files = {}
     for stanza in stanzas:
         f = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
@@ -190,7 +173,7 @@ def fetch_debs(base: str, into: Path) -> None:
     os.chmod(store, 0o777)  # apt drops to user _apt to download
     missing = [spec for name, spec in files.items() if not (store / name).exists()]
     if missing:
-        _run(["apt-get", "download", "-q", *missing], cwd=store)
+        run(["apt-get", "download", "-q", *missing], cwd=store)
     into.mkdir()
     for name in sorted(files):
         shutil.copy2(store / name, into / name)
@@ -199,7 +182,7 @@ def fetch_debs(base: str, into: Path) -> None:
 def _base_identity(base: str) -> str:
     """A host-made base is named after its package versions, and re-importing it gives a new
     image ID (import time): its name is its identity. Any other base: its image ID."""
-    return base if base.startswith(hostbase.REPOSITORY + ":") else _image_id(base)
+    return base if base.startswith(hostbase.REPOSITORY + ":") else image_id(base)
 
 
 def _copy_sources(into: Path) -> None:
@@ -219,7 +202,7 @@ def _build(context: Path, tag: str, args: dict[str, str]) -> None:
     cmd = ["docker", "build", "--network=none", "-q", "-t", tag]
     for k, v in args.items():
         cmd += ["--build-arg", f"{k}={v}"]
-    _run([*cmd, str(context)], env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    run([*cmd, str(context)], env={**os.environ, "DOCKER_BUILDKIT": "0"})
 
 
 def ensure_images(base: str | None = None, log=print, exact: bool = False) -> dict[str, str]:
@@ -236,7 +219,7 @@ def ensure_images(base: str | None = None, log=print, exact: bool = False) -> di
         fingerprint = _fingerprint(base)
         if not exact and record.exists():
             last = json.loads(record.read_text())
-            if last.get("fingerprint") == fingerprint and _exists(last["lab"]) and _exists(last["reference"]):
+            if last.get("fingerprint") == fingerprint and image_exists(last["lab"]) and image_exists(last["reference"]):
                 return {**last, "built": []}
         tags = _ensure_images(base, log)
         record.write_text(json.dumps({**tags, "fingerprint": fingerprint}))
@@ -263,16 +246,16 @@ def _ensure_images(base: str | None, log) -> dict[str, str]:
         _copy_sources(context / "src")
         lab = f"aislab/lab:{_digest(context, _base_identity(base))}"
         built = []
-        if not _exists(lab):
+        if not image_exists(lab):
             _build(context, lab, {"BASE": base})
             built.append(lab)
     reference = f"aislab/reference-service:{_digest_text(REFERENCE_DOCKERFILE, lab)}"
-    if not _exists(reference):
+    if not image_exists(reference):
         with tempfile.TemporaryDirectory(prefix="aislab-image-") as tmp:
             (Path(tmp) / "Dockerfile").write_text(REFERENCE_DOCKERFILE)
             _build(Path(tmp), reference, {"LAB": lab})
         built.append(reference)
-    _run(["docker", "tag", reference, "aislab/reference-service:latest"])
+    run(["docker", "tag", reference, "aislab/reference-service:latest"])
     log(f"images: {lab}, {reference} from {base} ({'built ' + ', '.join(built) if built else 'cached'}; {time.monotonic() - t0:.1f}s)")
     return {"lab": lab, "reference": reference, "base": base, "built": built}
 

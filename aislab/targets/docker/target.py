@@ -57,24 +57,25 @@ class ContainerProcess(LabProcess):
     """A program run as a container. A thread copies its output to the log file as it comes,
     notices the READY line, and once the container exits records its code and removes it."""
 
-    def __init__(self, name: str, container: DockerContainer, log: Path):
+    def __init__(self, name: str, container: DockerContainer, log: Path, announces: bool):
         self.name, self.log = name, log
         self.container = container.get_wrapped_container()
+        self._announces = announces
         self._ready = threading.Event()
         self._exited = threading.Event()
         self.returncode: int | None = None
         threading.Thread(target=self._pump, name=f"logs-{name}", daemon=True).start()
 
     def _pump(self) -> None:
-        pending = b""
+        partial = b""  # the unfinished last line, while a READY line is still awaited
         try:
             with self.log.open("ab") as fh:
                 for chunk in self.container.logs(stream=True, follow=True):
                     fh.write(chunk)
                     fh.flush()
-                    if not self._ready.is_set():
-                        pending += chunk
-                        if b"READY" in pending.splitlines():
+                    if self._announces and not self._ready.is_set():
+                        *lines, partial = (partial + chunk).split(b"\n")
+                        if b"READY" in lines:
                             self._ready.set()
             self.returncode = self.container.wait()["StatusCode"]
         except docker.errors.APIError as err:  # removed under us (teardown of a crashed lab)
@@ -128,7 +129,6 @@ class DockerTarget(Target):
         self.network: Network | None = None
         self.holders: dict[str, DockerContainer] = {}
         self.shared: Path | None = None
-        self.etc: Path | None = None
         self.images: dict[str, str] = {}
 
     @classmethod
@@ -136,6 +136,11 @@ class DockerTarget(Target):
         client = preflight()
         slot, fd = claim_slot("docker", lambda n: cls(n, None, client)._remove_leftovers())
         return cls(slot, fd, client)
+
+    @property
+    def etc(self) -> Path:
+        """The hosts' /etc/hosts and resolv.conf, in the shared directory."""
+        return self.shared / "docker-etc"
 
     def address(self, host: str) -> str:
         return f"{self.subnet}.{HOSTS[host]}"
@@ -149,7 +154,6 @@ class DockerTarget(Target):
         self.images = images.ensure_images(log=lambda m: None)
         self.timings["images"] = time.monotonic() - t0
         self.shared = shared
-        self.etc = shared / "docker-etc"  # the hosts' /etc/hosts and resolv.conf
         self.etc.mkdir(exist_ok=True)
         (self.etc / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS))
         (self.etc / "resolv.conf").write_text(f"nameserver {self.address('dns')}\noptions timeout:1 attempts:1\n")
@@ -205,7 +209,7 @@ class DockerTarget(Target):
             container.start()
         except docker.errors.DockerException as err:
             raise LabError(f"cannot start {image or command} on {host}: {err}") from None
-        proc = ContainerProcess(host, container, log)
+        proc = ContainerProcess(host, container, log, announces)
         self.processes.append(proc)
         return proc
 
