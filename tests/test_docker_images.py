@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 
 import pytest
 
@@ -27,17 +28,21 @@ def test_a_changed_source_gives_a_new_lab_tag(tags, tmp_path, monkeypatch):
     monkeypatch.setattr(images, "PROJECT", tmp_path)
     touched = images.ensure_images(log=lambda m: None, exact=True)
     assert touched["built"] == [] and touched["lab"] == tags["lab"]  # a copy, same bytes: same tag
+    mark = f"# changed {uuid.uuid4().hex}"  # new every run: an image left by an earlier run cannot answer
     with (tmp_path / "fixtures" / "lab" / "seed.yaml").open("a") as fh:
-        fh.write("\n# changed\n")
+        fh.write(f"\n{mark}\n")
     changed = images.ensure_images(log=lambda m: None, exact=True)
     try:
         assert changed["lab"] != tags["lab"] and changed["lab"] in changed["built"]
         seed = subprocess.run(["docker", "run", "--rm", "--network", "none", changed["lab"], "tail", "-n1",
                                "/opt/aislab/fixtures/lab/seed.yaml"], capture_output=True, text=True).stdout
-        assert seed.strip() == "# changed"
+        assert seed.strip() == mark
     finally:
-        subprocess.run(["docker", "rmi", changed["reference"], changed["lab"]], capture_output=True)
+        monkeypatch.undo()
         images.ensure_images(log=lambda m: None, exact=True)  # :latest back on the project's own reference
+        # Only now is the changed reference image unreferenced, so both go.
+        removed = subprocess.run(["docker", "rmi", changed["reference"], changed["lab"]], capture_output=True, text=True)
+        assert removed.returncode == 0, removed.stderr
 
 
 def test_lab_image_has_the_runtimes_and_the_proxies(tags):
