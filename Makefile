@@ -24,7 +24,7 @@ docker-engine:
 	scripts/docker-engine.sh
 
 docker-images: setup docker-engine
-	$(PY) -m aislab.targets.docker.images
+	$(PY) -m aislab.world.targets.docker.images
 
 # Headless Chromium (Debian's) for the test that opens the HTML report.
 $(VENV)/.browser-ready: scripts/setup.sh

@@ -13,13 +13,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+from aislab import PROJECT
+
 
 
 def image_builds(cold: bool) -> dict:
-    from aislab.targets.docker import images
+    from aislab.world.targets.docker import images
 
     numbers = {}
     if cold:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure a Docker engine answers: installs Debian's docker.io if there is no dockerd, and
 # starts dockerd if nothing answers (there is no systemd here; apt does not start it).
-# The docker target's images are built by the harness itself (python -m aislab.targets.docker.images).
+# The docker target's images are built by the harness itself (python -m aislab.world.targets.docker.images).
 set -euo pipefail
 LOG=${DOCKERD_LOG:-/var/log/aislab-dockerd.log}
 

@@ -1,7 +1,7 @@
 """Generic steps shared by every feature, grouped Given / When / Then.
 
 Steps are fixtures: a When step hands its Chat on through `target_fixture`; Then steps take
-it as an argument and judge it with the checks in aislab.checks.
+it as an argument and judge it with the checks in aislab.judging.checks.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from pytest_bdd import given, parsers, then, when
 
-from aislab import checks
+from aislab.judging import checks
 from aislab.driver.client import ChatExchange
-from aislab.lab import Lab
-from aislab.observe import Observer, Window
-from aislab.verdict import undetermined_unless
+from aislab.world.lab import Lab
+from aislab.judging.observe import Observer, Window
+from aislab.judging.verdict import undetermined_unless
 
 
 @dataclass

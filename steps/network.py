@@ -8,9 +8,9 @@ import secrets
 import pytest
 from pytest_bdd import given, parsers, then, when
 
-from aislab import network_checks
-from aislab.network_checks import NetView
-from aislab.targets.base import OUTSIDE_NAMES
+from aislab.judging import network_checks
+from aislab.judging.network_checks import NetView
+from aislab.world.targets.base import OUTSIDE_NAMES
 
 PROBE_IP = "198.51.100.77"  # documentation range: the witness answers it, no packet can leave
 PROVIDER_URLS = {"https": "https://api.openai.com/v1", "http": "http://llm.provider.example/v1"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pytest_bdd import scenarios, then
 
-from aislab import network_checks
-from aislab.network_checks import NetView
-from aislab.observe import tool_exchanges
-from aislab.verdict import violation_if
+from aislab.judging import network_checks
+from aislab.judging.network_checks import NetView
+from aislab.judging.observe import tool_exchanges
+from aislab.judging.verdict import violation_if
 from steps.common import Chat
 
 scenarios("air_gap.feature")

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pytest_bdd import parsers, scenarios, then, when
 
-from aislab import checks
-from aislab.observe import Window
-from aislab.verdict import undetermined_unless
+from aislab.judging import checks
+from aislab.judging.observe import Window
+from aislab.judging.verdict import undetermined_unless
 from steps.common import Chat, new_conversation
 
 scenarios("audit.feature")

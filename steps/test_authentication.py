@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pytest_bdd import parsers, scenarios, then, when
 
-from aislab import checks
-from aislab.verdict import violation_if
+from aislab.judging import checks
+from aislab.judging.verdict import violation_if
 from steps.common import Chat, new_conversation, run_chat
 
 scenarios("authentication.feature")

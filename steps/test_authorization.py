@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pytest_bdd import given, parsers, scenarios, then
 
-from aislab import checks
-from aislab.direct import DirectReader
-from aislab.observe import canaries, everything_sent_to_llm
-from aislab.verdict import undetermined_unless
+from aislab.judging import checks
+from aislab.judging.direct import DirectReader
+from aislab.judging.observe import canaries, everything_sent_to_llm
+from aislab.judging.verdict import undetermined_unless
 from steps.common import Chat, scripted_chat
 
 scenarios("authorization.feature")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pytest_bdd import parsers, scenarios, then
 
-from aislab import network_checks
-from aislab.network_checks import NetView
+from aislab.judging import network_checks
+from aislab.judging.network_checks import NetView
 from steps.common import Chat
 from steps.network import PROVIDER_URLS
 

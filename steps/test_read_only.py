@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pytest_bdd import given, scenarios, then
 
-from aislab import checks
-from aislab.lab import ORG_ID
-from aislab.testkube import operation_path
-from aislab.verdict import undetermined_unless
+from aislab.judging import checks
+from aislab.world.lab import ORG_ID
+from aislab.judging.testkube import operation_path
+from aislab.judging.verdict import undetermined_unless
 from steps.common import Chat
 
 scenarios("read_only.feature")

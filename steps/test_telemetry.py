@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pytest_bdd import scenarios, then
 
-from aislab import network_checks
-from aislab.network_checks import NetView
-from aislab.verdict import NOT_APPLICABLE
+from aislab.judging import network_checks
+from aislab.judging.network_checks import NetView
+from aislab.judging.verdict import NOT_APPLICABLE
 
 scenarios("telemetry.feature")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aislab.controlplane.app import ControlPlane
-from aislab.controlplane.rbac import Directory
-from aislab.controlplane.store import Store
-from aislab.idp.tokens import SigningKey, TokenFactory, jwks_document
+from aislab.world.mocks.controlplane.app import ControlPlane
+from aislab.world.mocks.controlplane.rbac import Directory
+from aislab.world.mocks.controlplane.store import Store
+from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, jwks_document
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ISSUER = "http://idp.lab:5556"

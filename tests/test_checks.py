@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from aislab import checks, network_checks
-from aislab.network_checks import NetView
-from aislab.observe import Window
-from aislab.verdict import Undetermined, Violation
+from aislab.judging import checks
+from aislab.judging import network_checks
+from aislab.judging.network_checks import NetView
+from aislab.judging.observe import Window
+from aislab.judging.verdict import Undetermined, Violation
 
 NONCE = "n0nce"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1LXJpdGEifQ.c2lnbmF0dXJlLW9mLXRoZS11c2VyLXRva2Vu"

@@ -12,8 +12,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 from starlette.testclient import TestClient
 
-from aislab.controlplane.routes import OPERATIONS, ROUTES
-from aislab.testkube import operation_path
+from aislab.world.mocks.controlplane.routes import OPERATIONS, ROUTES
+from aislab.judging.testkube import operation_path
 from tests.lab_apps import ADMIN_SECRET, control_plane
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "testkube-control-plane-openapi.yaml"

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from aislab.targets.docker import hostbase, images
+from aislab.world.targets.docker import hostbase, images
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_a_changed_source_gives_a_new_lab_tag(tags, tmp_path, monkeypatch):
 
 def test_lab_image_has_the_runtimes_and_the_proxies(tags):
     probe = ("squid -v | head -n1; tinyproxy -v; "
-             "python -c 'import aislab.hosts, reference_service, mutants, openai, uvicorn, dnslib; print(\"imports ok\")'")
+             "python -c 'import aislab.world.hosts, reference_service, mutants, openai, uvicorn, dnslib; print(\"imports ok\")'")
     out = subprocess.run(["docker", "run", "--rm", "--network", "none", tags["lab"], "sh", "-c", probe],
                          capture_output=True, text=True)
     assert "Squid Cache" in out.stdout and "tinyproxy" in out.stdout and "imports ok" in out.stdout, out

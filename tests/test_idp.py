@@ -6,8 +6,8 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
-from aislab.idp.app import create_app
-from aislab.idp.tokens import AUDIENCE, BAD_TOKEN_VARIANTS, SigningKey, TokenFactory, jwks_document
+from aislab.world.mocks.idp.app import create_app
+from aislab.world.mocks.idp.tokens import AUDIENCE, BAD_TOKEN_VARIANTS, SigningKey, TokenFactory, jwks_document
 
 USER = {"sub": "u-1", "email": "u1@lab.example", "groups": ["qa"]}
 

@@ -11,8 +11,8 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from starlette.testclient import TestClient
 
-from aislab.llm.app import MockLLM
-from aislab.llm.script import ScriptError, validate
+from aislab.world.mocks.llm.app import MockLLM
+from aislab.world.mocks.llm.script import ScriptError, validate
 
 KEY, ADMIN = "sk-test", "admin-secret"
 TOOLS = [

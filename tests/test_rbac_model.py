@@ -2,7 +2,7 @@
 
 import pytest
 
-from aislab.controlplane.rbac import Directory
+from aislab.world.mocks.controlplane.rbac import Directory
 from tests.lab_apps import FIXTURES
 
 D = Directory.load(FIXTURES / "lab" / "users.yaml")

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from aislab.driver import load_driver
-from aislab.lab import Lab
-from aislab.targets import LabError, make_target
-from aislab.targets import local
-from aislab.targets.docker import firewall
-from aislab.targets.docker import target as docker_target
+from aislab.world.lab import Lab
+from aislab.world.targets import LabError, make_target
+from aislab.world.targets import local
+from aislab.world.targets.docker import firewall
+from aislab.world.targets.docker import target as docker_target
 
 DRIVERS = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 TARGETS = ["local", "docker"]

@@ -10,7 +10,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from aislab.evidence import Redactor
+from aislab.report.evidence import Redactor
 
 BUNDLE = "conformance-bundle.tar.gz"
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".yaml", ".yml", ".html", ".csv"}

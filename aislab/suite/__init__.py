@@ -1,0 +1,1 @@
+"""The pytest side: the plugin (options, selection, outcomes, report) and the lab fixtures."""

@@ -1,0 +1,95 @@
+"""pytest fixtures of the lab: the session lab, per-scenario reset, and the evidence it leaves."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aislab.report.evidence import EvidenceSink, Redactor
+from aislab import PROJECT
+from aislab.world.lab import Lab
+from aislab.judging.observe import Observer
+from aislab.suite.plugin import EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids
+from aislab.world.mocks.llm.scriptbook import ScriptBook
+from aislab.world.targets import make_target
+
+
+@pytest.fixture(scope="session")
+def aislab_session(request) -> Session:
+    return request.config.stash[SESSION]
+
+
+@pytest.fixture(scope="session")
+def lab(aislab_session) -> Lab:
+    target = make_target(aislab_session.config.getoption("--target"), PROJECT)
+    instance = Lab(target, aislab_session.driver)
+    aislab_session.lab = instance
+    try:
+        instance.up()
+    except BaseException:
+        _keep_service_log(aislab_session, instance)
+        instance.down()
+        raise
+    yield instance
+    try:
+        instance.stop_service()  # its log is complete only once it has exited
+        _keep_service_log(aislab_session, instance)
+    finally:
+        instance.down()
+
+
+def _keep_service_log(session: Session, lab: Lab) -> None:
+    if lab.service:
+        dest = session.report_dir / "service.log"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(redactor_for(lab).text(lab.service.tail(100000)))
+
+
+def redactor_for(lab: Lab) -> Redactor:
+    return Redactor(lab.redaction_secrets())
+
+
+@pytest.fixture(scope="session")
+def observer(lab) -> Observer:
+    return Observer(lab)
+
+
+@pytest.fixture(scope="session")
+def script_book(lab) -> ScriptBook:
+    return ScriptBook(lab.fixtures / "llm" / "scripts.yaml", lab.seed)
+
+
+@pytest.fixture(scope="session")
+def profile(request) -> dict:
+    return PROFILES[request.config.getoption("--profile")]
+
+
+@pytest.fixture
+def evidence(request, lab, aislab_session):
+    """Per scenario: reset the lab; afterwards attach what the witnesses saw, redacted."""
+    families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
+    if not families & NETWORK_FAMILIES:
+        lab.ensure_service({})  # a network scenario may have left the service reconfigured
+    lab.reset()
+    extra: dict[str, object] = {}
+    yield extra
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
+    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor_for(lab))
+    payloads = {"controlplane-journal": lab.cp_journal(), "llm-requests": lab.llm_requests(), "audit-log": lab.audit_log()}
+    if families & NETWORK_FAMILIES:
+        payloads.update({
+            "egress-witness": lab.records("witness"),
+            "dns-queries": lab.records("dns"),
+            "outside-world": lab.records("outside"),
+            "llm-provider-requests": lab.records("provider"),
+            "proxy-log": lab.proxy_records(),
+        })
+    payloads.update(extra)
+    request.node.stash[EVIDENCE] = [sink.attach(name, payload) for name, payload in payloads.items()]
+
+
+@pytest.fixture(autouse=True)
+def _scenario_evidence(request):
+    if claim_ids(request.node):
+        request.getfixturevalue("evidence")

@@ -1,0 +1,1 @@
+"""The world the service lives in: the lab, its hosts, mocks, witnesses, proxies and targets."""

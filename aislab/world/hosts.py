@@ -1,0 +1,138 @@
+"""Entry point of every lab host: `python -m aislab.world.hosts ROLE --listen IP:PORT --state DIR`.
+
+Each binds its sockets first and only then prints READY, so the lab awaits an event instead of
+polling a port; the kernel queues connections until the server accepts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+ADMIN_HEADER = "x-lab-admin"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # protocol says TCP, and without it every keep-alive response stalls 40 ms (Nagle + delayed ACK).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+class Records:
+    """A thread-safe record list with the lab admin API (secret-protected) over it."""
+
+    def __init__(self, admin_secret: str):
+        self.items: list[dict] = []
+        self.lock = threading.Lock()
+        self.admin_secret = admin_secret
+
+    def add(self, entry: dict) -> None:
+        with self.lock:
+            self.items.append(entry)
+
+    def app(self) -> Starlette:
+        async def records(request: Request):
+            if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_secret):
+                return JSONResponse({"error": "lab admin secret required"}, 403)
+            with self.lock:
+                if request.method == "POST":
+                    self.items.clear()
+                return JSONResponse(list(self.items))
+
+        return Starlette(routes=[Route("/_lab/records", records, methods=["GET"]), Route("/_lab/reset", records, methods=["POST"])])
+
+
+def serve(apps: list[tuple[object, socket.socket, dict]]) -> None:
+    """Run one uvicorn server per (app, socket, extra config) in one event loop."""
+    servers = [uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra))
+               for app, _sock, extra in apps]
+
+    async def main():
+        await asyncio.gather(*(s.serve(sockets=[sock]) for s, (_a, sock, _e) in zip(servers, apps)))
+
+    asyncio.run(main())
+
+
+def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, socket.socket, dict]]:
+    lab = json.loads((state / "lab.json").read_text())
+    if role == "idp":
+        from aislab.world.mocks.idp.app import create_app
+
+        return [(create_app(state, lab["issuer"]), listen(host, port), {})]
+    if role == "controlplane":
+        from aislab.world.mocks.controlplane.app import ControlPlane
+        from aislab.world.mocks.controlplane.rbac import Directory
+        from aislab.world.mocks.controlplane.store import Store
+
+        cp = ControlPlane(state, lab["issuer"], lab["admin_secret"], Directory.load(Path(lab["users_file"])),
+                          Store.load(Path(lab["seed_file"]), lab["nonce"]))
+        return [(cp, listen(host, port), {})]
+    if role in ("llm", "provider"):
+        from aislab.world.mocks.llm.app import MockLLM
+
+        app = MockLLM(lab["llm_api_key"], lab["admin_secret"], lab["model"]).app()
+        apps = [(app, listen(host, port), {})]
+        if role == "provider":  # the third-party provider also speaks TLS, under its public names
+            from aislab.world.pki import CA
+
+            cert, key = CA.load(state).issue(*lab["provider_names"], host)
+            (state / "provider.pem").write_bytes(cert)
+            (state / "provider.key").write_bytes(key)
+            apps.append((app, listen(host, 443), {"ssl_certfile": str(state / "provider.pem"), "ssl_keyfile": str(state / "provider.key")}))
+        return apps
+    if role in ("witness", "outside"):
+        from aislab.world.witnesses.catcher import Catcher
+        from aislab.world.pki import CA, SNIContexts
+
+        records = Records(lab["admin_secret"])
+        certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
+        certs.mkdir(exist_ok=True)
+        tls = SNIContexts(CA.load(state), certs, "outside.lab")
+        if role == "witness":  # inside the service's host: catches what iptables REDIRECTs
+            catcher = Catcher(records.add, tls, lambda e: (502, b'{"error": "blocked by the lab egress witness"}'), redirected=True)
+            catcher.serve_tcp("0.0.0.0", lab["witness_tcp_port"])
+            catcher.serve_udp("127.0.0.1", lab["witness_udp_port"])
+        else:  # the outside world's catch-all: telemetry collectors and anything else
+            catcher = Catcher(records.add, tls, lambda e: (200, b"{}"), redirected=False)
+            catcher.serve_tcp(host, 443)
+            catcher.serve_tcp(host, 80)
+        return [(records.app(), listen(host, port), {})]
+    if role == "dns":
+        from aislab.world.witnesses.dnssink import serve as serve_dns
+
+        records = Records(lab["admin_secret"])
+        serve_dns(host, lab["dns_names"], lab["outside_ip"], records.add)
+        return [(records.app(), listen(host, port), {})]
+    raise SystemExit(f"unknown lab host role {role!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aislab.world.hosts")
+    parser.add_argument("role")
+    parser.add_argument("--listen", required=True, help="IP:PORT of the host's main (or admin) server")
+    parser.add_argument("--state", required=True, type=Path)
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    apps = run(args.role, host, int(port), args.state)
+    print("READY", flush=True)
+    serve(apps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The mocks the service talks to: identity provider, Testkube control plane, LLM."""

@@ -1,0 +1,164 @@
+"""The LLM host: OpenAI-compatible `/v1/chat/completions` (plain and streaming) and `/v1/models`.
+
+Every request is recorded with its headers, advertised tools and messages: the record, not
+the service's word, is the evidence of what reached the model provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from aislab.world.mocks.llm.script import ScriptError, Turn, conversation_of, plan_turn, validate
+
+ADMIN_HEADER = "x-lab-admin"
+
+
+class MockLLM:
+    def __init__(self, api_key: str, admin_secret: str, model: str = "lab-model"):
+        self.api_key = api_key
+        self.admin_secret = admin_secret
+        self.model = model
+        self.requests: list[dict] = []
+        self.scripts: dict[str, dict] = {}
+        self.barriers: dict[str, tuple[int, asyncio.Event]] = {}
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.completions, methods=["POST"]),
+                Route("/v1/models", self.models),
+                Route("/_lab/requests", self.admin_requests),
+                Route("/_lab/reset", self.admin_reset, methods=["POST"]),
+                Route("/_lab/scripts", self.admin_scripts, methods=["POST"]),
+            ]
+        )
+
+    # --- provider API ------------------------------------------------------------------
+    def _record(self, request: Request, body) -> dict:
+        entry = {
+            "time": time.time(),
+            "client": request.client.host if request.client else None,
+            "method": request.method,
+            "path": request.url.path,
+            "headers": dict(request.headers),
+            "body": body,
+        }
+        self.requests.append(entry)
+        return entry
+
+    def _authorized(self, request: Request) -> bool:
+        expected = f"Bearer {self.api_key}"
+        return hmac.compare_digest(request.headers.get("authorization", ""), expected)
+
+    @staticmethod
+    def _error(status: int, message: str, code: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code}}, status)
+
+    async def models(self, request: Request) -> Response:
+        self._record(request, None)
+        if not self._authorized(request):
+            return self._error(401, "Incorrect API key provided", "invalid_api_key")
+        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "lab"}]})
+
+    async def completions(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._record(request, raw.decode("utf-8", "replace"))
+            return self._error(400, "body is not JSON", "invalid_json")
+        entry = self._record(request, body)
+        if not self._authorized(request):
+            return self._error(401, "Incorrect API key provided", "invalid_api_key")
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return self._error(400, "'messages' must be a non-empty list", "invalid_messages")
+        conversation = conversation_of(body["messages"])
+        entry["conversation"] = conversation
+        turn = plan_turn(self.scripts.get(conversation), body)
+        if turn.barrier:
+            entry["barrierMet"] = await self._barrier(turn.barrier)
+        if turn.fail_status:
+            return self._error(turn.fail_status, "scripted provider failure", "scripted_failure")
+        if body.get("stream"):
+            return StreamingResponse(self._stream(turn), media_type="text/event-stream")
+        return JSONResponse(self._completion(turn))
+
+    async def _barrier(self, spec: dict) -> bool:
+        """Hold this reply until `parties` conversations reach the same barrier, so concurrent
+        chats interleave deterministically instead of by luck."""
+        count, event = self.barriers.get(spec["name"], (0, asyncio.Event()))
+        self.barriers[spec["name"]] = (count + 1, event)
+        if count + 1 >= spec["parties"]:
+            event.set()
+        try:
+            await asyncio.wait_for(event.wait(), spec.get("timeout", 10))
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def _completion(self, turn: Turn) -> dict:
+        message = {"role": "assistant", "content": turn.content}
+        if turn.tool_calls:
+            message["tool_calls"] = turn.tool_calls
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if turn.tool_calls else "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+    async def _stream(self, turn: Turn):
+        ident, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+
+        def chunk(delta: dict, finish: str | None = None) -> str:
+            doc = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(doc)}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        for i, call in enumerate(turn.tool_calls):
+            yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                         "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": call["function"]["arguments"]}}]})
+        for word in (turn.content or "").split(" ") if turn.content else []:
+            yield chunk({"content": word + " "})
+        yield chunk({}, "tool_calls" if turn.tool_calls else "stop")
+        yield "data: [DONE]\n\n"
+
+    # --- lab admin ---------------------------------------------------------------------
+    def _admin_ok(self, request: Request) -> bool:
+        return hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_secret)
+
+    async def admin_requests(self, request: Request) -> Response:
+        if not self._admin_ok(request):
+            return JSONResponse({"error": "lab admin secret required"}, 403)
+        return JSONResponse(self.requests)
+
+    async def admin_reset(self, request: Request) -> Response:
+        if not self._admin_ok(request):
+            return JSONResponse({"error": "lab admin secret required"}, 403)
+        self.requests.clear()
+        self.scripts.clear()
+        self.barriers.clear()
+        return JSONResponse({"ok": True})
+
+    async def admin_scripts(self, request: Request) -> Response:
+        if not self._admin_ok(request):
+            return JSONResponse({"error": "lab admin secret required"}, 403)
+        try:
+            scripts = [validate(s) for s in json.loads(await request.body())]
+        except (ValueError, ScriptError, TypeError, AttributeError) as err:
+            return JSONResponse({"error": str(err)}, 400)
+        self.scripts.update({s["match"]: s for s in scripts})
+        return JSONResponse({"registered": [s["match"] for s in scripts]})

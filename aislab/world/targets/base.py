@@ -1,0 +1,210 @@
+"""The lab topology every backend builds, and the process handle they share."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import selectors
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+# One topology: the hosts and their address suffix on the lab /24.
+HOSTS = {
+    "harness": 1, "idp": 10, "controlplane": 11, "llm": 12, "service": 20,
+    "tinyproxy": 30, "squid": 31, "provider": 40, "outside": 41, "dns": 53,
+}
+# Main (or admin) port of each Python lab host; the witness lives on the service's host.
+PORTS = {"idp": 5556, "controlplane": 8090, "llm": 8000, "provider": 80, "outside": 8080, "dns": 8080, "witness": 15000}
+MOCKS = ("idp", "controlplane", "llm", "provider", "outside", "dns")
+# Hosts the service may talk to directly (in-cluster infrastructure); everything else it tries
+# is redirected to the egress witness.
+INFRASTRUCTURE = ("idp", "controlplane", "llm", "dns", "tinyproxy", "squid")
+WITNESS_TCP, WITNESS_UDP = 15001, 15002
+# Names of the outside world as the lab's DNS answers them.
+OUTSIDE_NAMES = {"api.openai.com": "provider", "llm.provider.example": "provider"}
+
+
+SLOTS = 32
+LOCK_DIR = Path("/run/aislab")
+
+
+class LabError(RuntimeError):
+    """The lab itself failed (never a verdict about the service)."""
+
+
+class LabProcess(ABC):
+    """A program running on a lab host: a process here, or a container."""
+
+    name: str
+    log: Path
+
+    @abstractmethod
+    def wait(self, timeout: float | None) -> int | None:
+        """Its exit code once it has exited, or None if it still runs at the timeout."""
+
+    @abstractmethod
+    def signal(self, sig: int) -> None: ...
+
+    @abstractmethod
+    def cpu_seconds(self) -> float:
+        """CPU time it has used (user + system)."""
+
+    @abstractmethod
+    def await_ready_line(self, timeout: float) -> None:
+        """Wait for the READY line a mock host prints once its socket listens."""
+
+    def alive(self) -> bool:
+        return self.wait(0) is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            with self.log.open(errors="replace") as fh:
+                return "".join(deque(fh, lines))
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, grace: float = 3.0) -> None:
+        stop_all([self], grace)
+
+    def _not_ready(self, timeout: float, code: int | None) -> LabError:
+        if code is not None:
+            return LabError(f"lab host {self.name} exited ({code}) before it was ready:\n{self.tail()}")
+        return LabError(f"lab host {self.name} not ready within {timeout:.0f}s:\n{self.tail()}")
+
+
+@dataclass
+class HostProcess(LabProcess):
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def wait(self, timeout: float | None) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def await_ready_line(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        stream = self.popen.stdout
+        with selectors.DefaultSelector() as sel:
+            sel.register(stream, selectors.EVENT_READ)
+            while (left := deadline - time.monotonic()) > 0:
+                if not sel.select(left):
+                    break
+                line = stream.readline()
+                if line.strip() == b"READY":
+                    return
+                if not line:  # EOF: the process died before binding
+                    raise self._not_ready(timeout, self.popen.wait())
+        raise self._not_ready(timeout, None)
+
+
+class Target(ABC):
+    """A backend: builds the hosts, runs programs on them, tears everything down.
+
+    `python` and `project` are where the lab's own code lives for programs run on the hosts;
+    `process_env` is what every program's environment starts from."""
+
+    name: str
+    python: str
+    project: str
+
+    def __init__(self, lock_fd: int | None) -> None:
+        self.processes: list[LabProcess] = []
+        self.timings: dict[str, float] = {}
+        self._lock_fd = lock_fd  # the slot's lock (claim_slot); None for a throwaway handle
+
+    def release(self) -> None:
+        """Give the slot up (destroy does it last; a crashed owner does it by dying)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @abstractmethod
+    def create(self, shared: Path) -> None:
+        """Build the hosts; `shared` (the lab's state directory) is visible on every host at the same path."""
+
+    @abstractmethod
+    def address(self, host: str) -> str: ...
+
+    @abstractmethod
+    def process_env(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
+              image: str | None = None, net_admin: bool = False) -> LabProcess:
+        """Start a program on a host. `image`: run that image (with `command` as its arguments, if
+        any) instead of a command of the lab's own; `net_admin`: it may intercept traffic (the witness)."""
+
+    @abstractmethod
+    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a short command on a lab host (the witness's positive-control probes, one-shot assistants)."""
+
+    @abstractmethod
+    def _remove_leftovers(self) -> None:
+        """Remove everything this slot's lab made on the machine, also what a killed run left."""
+
+    def destroy(self) -> None:
+        stop_all(self.processes)
+        self.processes.clear()
+        self._remove_leftovers()
+        self.release()
+
+
+def make_target(name: str, state_root: Path) -> Target:
+    if name == "local":
+        from aislab.world.targets.local import LocalTarget
+
+        return LocalTarget.acquire(state_root)
+    if name == "docker":
+        from aislab.world.targets.docker import DockerTarget
+
+        return DockerTarget.acquire(state_root)
+    if name == "kind":
+        raise LabError("target 'kind' is not built yet (see the issue tracker); use --target local or docker")
+    raise LabError(f"unknown target {name!r}; choose local, docker or kind")
+
+
+def claim_slot(kind: str, on_claim) -> tuple[int, int]:
+    """Labs of one kind run side by side in numbered slots, each owned through an flock, so a
+    slot whose lock is free but whose leftovers exist was left by a killed run: `on_claim(slot)`
+    cleans it before reuse. Returns (slot, lock fd)."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    for slot in range(SLOTS):
+        fd = os.open(LOCK_DIR / f"{kind}-slot{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        on_claim(slot)
+        return slot, fd
+    raise LabError(f"all {SLOTS} {kind} lab slots are in use (locks in {LOCK_DIR})")
+
+
+def stop_all(processes: list[LabProcess], grace: float = 1.0) -> None:
+    """SIGTERM everything at once, wait one shared grace period, then SIGKILL what is left."""
+    running = [p for p in processes if p.alive()]
+    for p in running:
+        p.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in running:
+        if p.wait(max(0.0, deadline - time.monotonic())) is None:
+            p.signal(signal.SIGKILL)
+            p.wait(None)

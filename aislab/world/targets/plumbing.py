@@ -1,0 +1,34 @@
+"""The egress witness's plumbing on the service's host, the same on every backend: only the
+way into that host's network namespace differs (`ip netns exec NS`, `nsenter -t PID -n`)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from aislab.world.targets.base import WITNESS_TCP, WITNESS_UDP, LabError
+
+
+def _run(in_netns: list[str], command: list[str], stdin: str | None = None) -> None:
+    proc = subprocess.run([*in_netns, *command], input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LabError(f"`{' '.join([*in_netns, *command])}` failed: {proc.stderr.strip()}\n{stdin or ''}")
+
+
+def egress_witness_plumbing(in_netns: list[str], allowed: list[str]) -> None:
+    """Give the service's host a default route into a dead end and redirect every attempt that
+    is not to `allowed` (lab infrastructure) to the witness, which records it. IPv6 is off
+    there, so no attempt can slip past over v6."""
+    _run(in_netns, ["ip", "-batch", "-"], "\n".join([
+        "link add dead0 type veth peer name dead1", "link set dead0 up", "link set dead1 up",
+        "route replace default dev dead0",
+        # UDP is marked and routed to lo for TPROXY (below).
+        "rule add fwmark 1 lookup 100", "route add local 0.0.0.0/0 dev lo table 100", ""]))
+    _run(in_netns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+    returns = ["-A OUTPUT -d 127.0.0.0/8 -j RETURN"] + [f"-A OUTPUT -d {ip}/32 -j RETURN" for ip in allowed]
+    # TCP: REDIRECT, the witness reads SO_ORIGINAL_DST. UDP: REDIRECT would hide the original
+    # destination, so mark it, route it to lo and TPROXY it (IP_RECVORIGDSTADDR keeps it).
+    rules = ["*nat", *returns, f"-A OUTPUT -p tcp -j REDIRECT --to-ports {WITNESS_TCP}", "COMMIT",
+             "*mangle", *returns, "-A OUTPUT -p udp -j MARK --set-mark 1",
+             f"-A PREROUTING -i lo -p udp -m mark --mark 1 -j TPROXY --on-ip 127.0.0.1 --on-port {WITNESS_UDP} --tproxy-mark 1",
+             "COMMIT", ""]
+    _run(in_netns, ["iptables-restore"], "\n".join(rules))
