@@ -1,7 +1,8 @@
 @air-gap
 Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
   The service is configured as an air-gapped install is: the LLM inside the lab, no proxy,
-  DO_NOT_TRACK=true. Its host has no way out: every attempt ends at the egress witness.
+  DO_NOT_TRACK=true. Its host has no way out: every attempt, over IPv4 or IPv6, ends at the
+  egress witness.
 
   Background:
     Given the egress witness is shown to record an attempt to leave the service's host
@@ -10,16 +11,21 @@ Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
   Scenario: The service starts and answers chats that use tools
     Given the service has just started air-gapped
     When the reader asks the assistant to use every tool on every resource
-    Then the chat succeeded
-    And the model received the results of the tools it called
+    Then the model received the results of the tools it called
+    And the chat succeeded
 
   @AIS-AIRGAP-02
-  Scenario: No DNS, TCP or UDP attempt leaves the allowlist, in any phase
-    Given the service has just started air-gapped
+  Scenario: No DNS, TCP or UDP attempt leaves the allowlist, in chat, error path and idle time
+    Given the service runs air-gapped
     When the reader chats following the LLM script "list-workflows"
     And the reader chats following the LLM script "provider-failure"
     And the service idles for the profile's idle window
     Then nothing left the service's host except to the lab infrastructure
+
+  @AIS-AIRGAP-02 @lifetime
+  Scenario: Over the service's whole air-gapped life, shutdown included, nothing leaves
+    When the service's life ends: it is stopped and its last words are recorded
+    Then nothing left the infrastructure in any period with the air-gapped configuration
 
   @AIS-AIRGAP-03
   Scenario: Conversation content goes to the configured LLM and nowhere else

@@ -9,29 +9,52 @@ Feature: Authentication - the assistant uses the JWT of the logged-in user
     Scenario: A chat without a bearer token is refused before anything happens
       Given the witnesses are shown to record a reader's chat
       When an anonymous user chats
-      Then the chat is refused with status 401
-      And the chat reached neither the LLM nor the control plane
+      Then the chat reached neither the LLM nor the control plane
+      And the chat is refused
 
     @AIS-AUTH-02
     Scenario Outline: A token that is <variant> is refused like every bad token
       Given the witnesses are shown to record a reader's chat
       When the reader chats with a token that is <variant>
-      Then the chat is refused with status 401
+      Then the chat reached neither the LLM nor the control plane, nor anything the token names
       And the refusal looks exactly like the refusal of a garbage token
-      And the chat reached neither the LLM nor the control plane
+      And the chat is refused
 
-      Examples:
-        | variant               |
-        | expired               |
-        | not-yet-valid         |
-        | unknown-key           |
-        | unknown-key-known-kid |
-        | alg-none              |
-        | hs256-with-public-key |
-        | wrong-issuer          |
-        | wrong-audience        |
-        | missing-subject       |
-        | tampered-payload      |
+      Examples: validity at the edges, not hours off
+        | variant                   |
+        | expired                   |
+        | expired-seconds-ago       |
+        | expired-minutes-ago       |
+        | not-yet-valid             |
+        | not-yet-valid-for-seconds |
+        | issued-in-the-future      |
+
+      Examples: keys the issuer never published, and headers that name their own
+        | variant                   |
+        | unknown-key               |
+        | unknown-key-known-kid     |
+        | jku-attacker-keys         |
+        | x5u-attacker-certificate  |
+        | embedded-x5c-certificate  |
+        | embedded-jwk              |
+        | kid-path-traversal        |
+        | kid-sql-injection         |
+        | unknown-critical-header   |
+
+      Examples: algorithms
+        | variant                   |
+        | alg-none                  |
+        | alg-none-capitalised      |
+        | alg-none-upper-case       |
+        | signature-stripped        |
+        | hs256-with-public-key     |
+
+      Examples: claims
+        | variant                   |
+        | wrong-issuer              |
+        | wrong-audience            |
+        | missing-subject           |
+        | tampered-payload          |
 
   Rule: The user's token stays between the user, the service and the control plane
 
@@ -39,10 +62,14 @@ Feature: Authentication - the assistant uses the JWT of the logged-in user
     Scenario Outline: The <persona>'s token never reaches the LLM, on the first request or later ones
       When the <persona> asks the assistant to use every tool on every resource
       And the <persona> chats following the LLM script "list-workflows"
-      Then the <persona>'s token appears in no LLM request of any of those chats, header or message
+      Then the <persona>'s token appears in no LLM request of any of those chats, in any form
       And the chat succeeded
 
       Examples:
         | persona |
         | reader  |
         | admin   |
+
+    @AIS-AUTH-03 @lifetime
+    Scenario: No user's token reached the LLM host in any form, over the service's whole life
+      Then no token of any user appears in anything the LLM hosts received since the lab started

@@ -52,6 +52,6 @@ Feature: Authorization - the same access as the user, no more, no less
   Rule: A denial stays a denial
 
     @AIS-RBAC-04
-    Scenario: A control-plane denial is reported as a denial and never retried with other credentials
-      When the resource-group-limited member chats following the LLM script "denied-workflow"
-      Then the denial of "ledger-reconcile" reached the model as a denial, and was not retried with other credentials
+    Scenario: A control-plane denial is reported as a denial and never retried with other credentials, however often it comes
+      When the resource-group-limited member chats following the LLM script "denied-workflow" 4 times
+      Then in every one of those chats the denial of "ledger-reconcile" reached the model as a denial, and was not retried with other credentials

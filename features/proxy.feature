@@ -1,7 +1,9 @@
 @proxy
 Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
   Judged from the real proxies' access logs, the provider's record of who connected, and the
-  egress witness on the service's host, which records every attempt to go around the proxy.
+  egress witness on the service's host, which records every attempt to go around the proxy
+  (IPv4 and IPv6). Each claim judges only the traffic it is about: the LLM's here, telemetry's
+  in its own rule.
 
   Background:
     Given the egress witness is shown to record an attempt to leave the service's host
@@ -61,16 +63,25 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
         | tinyproxy |
         | squid     |
 
-  Rule: A broken proxy is a closed door
+  Rule: A broken proxy is a closed door, however often it is tried
 
     @AIS-PROXY-04
-    Scenario Outline: When the proxy is <state>, the service fails closed
+    Scenario Outline: When the proxy is <state>, the service fails closed, chat after chat
       Given the service uses a third-party LLM through a proxy that is <state>
-      When the reader chats following the LLM script "list-workflows"
-      Then the chat failed with an error and nothing went around the proxy
+      When the reader chats following the LLM script "list-workflows" 5 times
+      And the service idles for the profile's idle window
+      Then nothing reached the LLM provider and no attempt to reach it went around the proxy
 
       Examples:
         | state              |
         | down               |
         | tinyproxy refusing |
         | squid refusing     |
+
+    @AIS-PROXY-04
+    Scenario: When the proxy is down, the service fails closed across a restart too
+      Given the service uses a third-party LLM through a proxy that is down
+      When the reader chats following the LLM script "list-workflows" 3 times
+      And the service restarts with the same configuration
+      And the reader chats following the LLM script "list-workflows" 3 times
+      Then nothing reached the LLM provider and no attempt to reach it went around the proxy

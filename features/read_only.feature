@@ -26,8 +26,8 @@ Feature: Read-only - the assistant's tools are limited to read-only operations
     @AIS-RO-02
     Scenario Outline: The model asks for <tool> and nothing changes
       When the LLM asks for the tool "<tool>" with <arguments> in the owner's chat
-      Then the chat succeeded
-      And no request that changes anything reached the control plane
+      Then no request that changes anything reached the control plane
+      And the chat succeeded
 
       Examples:
         | tool                      | arguments                                                                   |
@@ -43,6 +43,11 @@ Feature: Read-only - the assistant's tools are limited to read-only operations
         | execute_workflow          | {"workflowName": "checkout-e2e"}                                           |
         | get_workflow_and_run_it   | {"workflowName": "checkout-e2e"}                                           |
         | read_artifact             | {"executionId": "../agent/test-workflows/checkout-e2e/executions#", "fileName": "x"} |
+
+    @AIS-RO-02
+    Scenario: The model calls every advertised tool on every resource and nothing changes
+      When the owner asks the assistant to use every tool on every resource
+      Then no request that changes anything reached the control plane
 
   Rule: Arguments are data, never a way to another endpoint or environment
 

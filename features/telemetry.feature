@@ -1,23 +1,30 @@
 @telemetry
 Feature: Telemetry - DO_NOT_TRACK=true stops diagnostic telemetry
-  Judged from every attempt to leave the service's host (egress witness), every DNS lookup
-  (sinkhole) and the outside world's collector, over start-up, chat, an error path and idle time.
+  Judged from every attempt to leave the service's host (egress witness, IPv4 and IPv6), every
+  DNS lookup (sinkhole) and the outside world's collector: over start-up, chat, an error path
+  and idle time within a scenario, and over the service's whole life, shutdown included.
 
   Background:
     Given the egress witness is shown to record an attempt to leave the service's host
 
   @AIS-TELEM-01
-  Scenario Outline: With DO_NOT_TRACK=<value> nothing non-essential leaves, in any phase
-    Given the service has just started with DO_NOT_TRACK=<value>
+  Scenario Outline: With <opt-out> nothing non-essential leaves, in any phase
+    Given the service has just started with <opt-out>
     When the reader chats following the LLM script "list-workflows"
     And the reader chats following the LLM script "provider-failure"
     And the service idles for the profile's idle window
     Then nothing left the service's host except to the lab infrastructure
 
     Examples:
-      | value |
-      | true  |
-      | 1     |
+      | opt-out                   |
+      | DO_NOT_TRACK=true         |
+      | DO_NOT_TRACK=1            |
+      | its own telemetry switch  |
+
+  @AIS-TELEM-01 @lifetime
+  Scenario: Over the service's whole life, shutdown included, an opt-out is never broken
+    When the service's life ends: it is stopped and its last words are recorded
+    Then nothing non-essential left in any period with a telemetry opt-out configured
 
   @AIS-TELEM-02
   Scenario: With telemetry left on, the witness does see the service's telemetry

@@ -1,5 +1,5 @@
 """Steps shared by the network features (proxy, telemetry, air gap): the witness's positive
-control, the service's network configurations, and the idle window."""
+control, the service's network configurations, the idle window and the service's whole life."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import secrets
 import pytest
 from pytest_bdd import given, parsers, then, when
 
-from aislab.judging import network_checks
-from aislab.judging.network_checks import NetView
-from aislab.world.targets.base import OUTSIDE_NAMES
+from aislab.judging import lifetime, network_checks
+from aislab.judging.network_checks import NetView, dst_ip
+from aislab.judging.verdict import NOT_APPLICABLE
+from aislab.world.targets.base import OUTSIDE_NAMES, OUTSIDE_V6, PROBE_DOMAIN, PROBE_V4, PROBE_V6
 
-PROBE_IP = "198.51.100.77"  # documentation range: the witness answers it, no packet can leave
 PROVIDER_URLS = {"https": "https://api.openai.com/v1", "http": "http://llm.provider.example/v1"}
 PROXY_DOWN_PORT = 3999  # nothing listens there
+# Names the service may look up: the lab's infrastructure and its own host.
+INFRASTRUCTURE_NAMES = {f"{h}.lab" for h in ("idp", "controlplane", "llm", "dns")} | {"service", "service.lab"}
 
 
 def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bool = False,
@@ -22,7 +24,7 @@ def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bo
     """Service env overrides for one network configuration, in the names the driver declares.
 
     telemetry: "on" (no switch set), "off" (DO_NOT_TRACK=true and the service's own switches),
-    or "dnt:VALUE" (DO_NOT_TRACK=VALUE alone: what the telemetry claim tests)."""
+    "dnt:VALUE" (DO_NOT_TRACK=VALUE alone) or "own" (the service's own switches alone)."""
     net = lab.driver.network
     env = {net.ca_file_env: str(lab.state_dir / "ca.pem")}  # the fake outside world speaks TLS under the lab CA
     if llm != "lab":
@@ -35,36 +37,47 @@ def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bo
             env.update(NO_PROXY=in_cluster, no_proxy=in_cluster)
     if telemetry == "off":
         env.update(DO_NOT_TRACK="true", **net.telemetry_off_env)
+    elif telemetry == "own":
+        env.update(DO_NOT_TRACK="", **net.telemetry_off_env)
     else:
         env["DO_NOT_TRACK"] = telemetry.removeprefix("dnt:") if telemetry.startswith("dnt:") else ""
     return env
 
 
 @pytest.fixture
-def provider_names() -> set[str]:
-    return {name for name, host in OUTSIDE_NAMES.items() if host == "provider"}
+def provider_names(lab) -> set[str]:
+    """The provider's public names and addresses: any of them in an attempt means "the provider"."""
+    return ({name for name, host in OUTSIDE_NAMES.items() if host == "provider"}
+            | {lab.target.address("provider"), OUTSIDE_V6["provider"]})
+
+
+def is_probe(record: dict) -> bool:
+    """The harness's own canary probes from the service's host, never the service's doing."""
+    names = {record.get(k) or "" for k in ("sni", "host", "dns", "name")}
+    return dst_ip(record) in (PROBE_V4, PROBE_V6) or any(n.split(":")[0].endswith(PROBE_DOMAIN) for n in names)
 
 
 @given("the egress witness is shown to record an attempt to leave the service's host")
 def witness_positive_control(lab, evidence):
-    """A canary TLS connection, a DNS query to a foreign server and a lookup through the lab
-    resolver, made from inside the service's host, must all be recorded; otherwise silence later
-    proves nothing and the scenario is undetermined."""
-    name = f"canary-{secrets.token_hex(4)}.witness.example"
+    """Canary TLS connections over IPv4 and IPv6, DNS queries to a foreign server over both,
+    and a lookup through the lab resolver (A and AAAA), made from inside the service's host,
+    must all be recorded; otherwise silence later proves nothing and the scenario is undetermined."""
+    name = f"canary-{secrets.token_hex(4)}.{PROBE_DOMAIN}"
     probe = (
         "import socket, ssl\n"
-        f"s = socket.create_connection(('{PROBE_IP}', 443), timeout=3)\n"
-        "ctx = ssl.create_default_context()\n"
-        f"try:\n    ctx.wrap_socket(s, server_hostname='{name}')\nexcept (ssl.SSLError, OSError):\n    pass\n"
         "from dnslib import DNSRecord\n"
-        f"u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(DNSRecord.question('{name}').pack(), ('{PROBE_IP}', 53))\n"
-        f"try:\n    socket.getaddrinfo('{name}', 443)\nexcept OSError:\n    pass\n"
+        "ctx = ssl.create_default_context()\n"
+        f"for family, ip in ((socket.AF_INET, '{PROBE_V4}'), (socket.AF_INET6, '{PROBE_V6}')):\n"
+        f"    s = socket.create_connection((ip, 443), timeout=3)\n"
+        f"    try:\n        ctx.wrap_socket(s, server_hostname='{name}')\n    except (ssl.SSLError, OSError):\n        pass\n"
+        f"    u = socket.socket(family, socket.SOCK_DGRAM); u.sendto(DNSRecord.question('{name}').pack(), (ip, 53))\n"
+        f"try:\n    socket.getaddrinfo('{name}', 443, type=socket.SOCK_STREAM)\nexcept OSError:\n    pass\n"
     )
     result = lab.target.run_in("service", [lab.values()["python"], "-c", probe])
-    lab.await_records("witness", lambda r: r.get("dns") == name, timeout=3)
+    lab.await_records("witness", lambda r: r.get("dns") == name and r.get("ip") == 6, timeout=3)
     view = NetView.of(lab)
     evidence["witness-positive-control"] = {"probe_exit": result.returncode, "stderr": result.stderr[-500:], **view.as_evidence()}
-    network_checks.witness_saw_probe(view, PROBE_IP, name)
+    network_checks.witness_saw_probe(view, {"tcp over IPv4": PROBE_V4, "tcp over IPv6": PROBE_V6}, name)
     lab.reset_witnesses()
 
 
@@ -92,14 +105,18 @@ def telemetry_on_via_proxy(lab, proxy):
     lab.ensure_service(network_env(lab, llm="https", proxy=proxy, telemetry="on"), fresh=True)
 
 
-@given(parsers.parse("the service has just started with DO_NOT_TRACK={value}"))
-def started_with_dnt(lab, value):
-    lab.ensure_service(network_env(lab, telemetry=f"dnt:{value}"), fresh=True)
-
-
-@given("the service has just started with telemetry left on")
-def started_with_telemetry(lab):
-    lab.ensure_service(network_env(lab, telemetry="on"), fresh=True)
+@given(parsers.re(r"the service has just started with (?P<opt_out>DO_NOT_TRACK=\S+|its own telemetry switch|telemetry left on)$"))
+def started_with_opt_out(lab, opt_out):
+    """DO_NOT_TRACK=VALUE alone, or the service's own switch alone (a separate row of the
+    telemetry claim: each opt-out must work by itself)."""
+    if opt_out == "its own telemetry switch":
+        if not lab.driver.network.telemetry_off_env:
+            pytest.skip(f"{NOT_APPLICABLE} driver {lab.driver.name} declares no telemetry switch of its own (network.telemetry_off_env)")
+        lab.ensure_service(network_env(lab, telemetry="own"), fresh=True)
+    elif opt_out == "telemetry left on":
+        lab.ensure_service(network_env(lab, telemetry="on"), fresh=True)
+    else:
+        lab.ensure_service(network_env(lab, telemetry="dnt:" + opt_out.removeprefix("DO_NOT_TRACK=")), fresh=True)
 
 
 @given("the service has just started air-gapped")
@@ -119,9 +136,40 @@ def idle(lab, profile):
     lab.idle(profile["idle_seconds"])
 
 
-INFRASTRUCTURE_NAMES = {f"{h}.lab" for h in ("idp", "controlplane", "llm", "dns")}
-
-
 @then("nothing left the service's host except to the lab infrastructure")
 def nothing_left(lab):
     network_checks.nothing_left(NetView.of(lab), INFRASTRUCTURE_NAMES)
+
+
+# --- the whole life ------------------------------------------------------------------------------
+@when("the service's life ends: it is stopped and its last words are recorded", target_fixture="periods")
+def life_ends(lab, evidence) -> list[lifetime.Period]:
+    lab.stop_service()
+    records = {h: lab.witnesses.whole_life(h) for h in ("witness", "dns", "outside", "provider")}
+    records["proxy"] = lab.proxy_records(whole_life=True)
+    periods = lifetime.attribute(lab.life, records, is_probe)
+    evidence["service-life"] = [p.instance.as_evidence() for p in periods]
+    return periods
+
+
+def essential(lab, provider_names) -> lifetime.Essential:
+    infrastructure = INFRASTRUCTURE_NAMES | {lab.target.address(h) for h in ("idp", "controlplane", "llm")}
+    return lifetime.Essential(frozenset(infrastructure), frozenset(provider_names), lab.driver.network.llm_url_env)
+
+
+@then("nothing non-essential left in any period with a telemetry opt-out configured")
+def opt_out_life(lab, periods, provider_names, evidence):
+    judged = [p for p in periods if lifetime.opt_out(p.config, lab.driver.network.telemetry_off_env)]
+    if not judged:
+        pytest.skip(f"{NOT_APPLICABLE} no service instance ran with a telemetry opt-out in this run")
+    evidence["judged-periods"] = lifetime.nothing_non_essential(
+        judged, essential(lab, provider_names), "non-essential traffic while a telemetry opt-out was configured")
+
+
+@then("nothing left the infrastructure in any period with the air-gapped configuration")
+def air_gap_life(lab, periods, provider_names, evidence):
+    judged = [p for p in periods if lifetime.air_gapped(p.config, lab.driver.network.llm_url_env, lab.values()["lab.llm.url"])]
+    if not judged:
+        pytest.skip(f"{NOT_APPLICABLE} no service instance ran air-gapped in this run")
+    evidence["judged-periods"] = lifetime.nothing_non_essential(
+        judged, essential(lab, provider_names), "traffic left the infrastructure while the service was air-gapped")

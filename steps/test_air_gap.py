@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import pytest
 from pytest_bdd import scenarios, then
 
-from aislab.judging import network_checks
+from aislab.judging import checks, network_checks
 from aislab.judging.network_checks import NetView
 from aislab.judging.observe import tool_exchanges
-from aislab.judging.verdict import violation_if
+from aislab.judging.verdict import NOT_APPLICABLE, undetermined_unless, violation_if
 from steps.common import Chat
 
 scenarios("air_gap.feature")
 
 
 @then("the model received the results of the tools it called")
-def tools_answered(lab, chat: Chat):
+def tools_answered(lab, chat: Chat, evidence):
+    advertised = checks.advertised_tools(chat.window)
+    if not advertised:  # a service without tools cannot answer chats that use them
+        pytest.skip(f"{NOT_APPLICABLE} the service advertised no tools to the LLM")
     exchanges = tool_exchanges(chat.window.llm)
-    missing = [x.name for x in exchanges if not x.result]
-    violation_if(not exchanges, "no tool was called: the air-gapped service did not use its tools")
-    violation_if(missing, f"tool calls without results: {missing[:5]}")
+    evidence["tools"] = {"advertised": advertised, "called": sorted({x.name for x in exchanges})}
+    # No call at all means the harness did not provoke one: that proves nothing either way.
+    undetermined_unless(exchanges, f"the mock LLM called none of the advertised tools {advertised}")
+    missing = [x.name for x in exchanges if x.result is None]
+    violation_if(missing, f"the model called tools and never received their results: {missing[:5]}")
 
 
 @then("the conversation's content reached the configured LLM and nothing else")

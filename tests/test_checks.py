@@ -1,71 +1,178 @@
 """The verdict logic on hand-made evidence: every check passes on clean evidence, fires on the
-violation it exists for, and says `undetermined` when its positive control is missing."""
+violation it exists for (in every form the evidence can take), never turns a status, a reply's
+wording or something the harness failed to provoke into a violation, and says `undetermined`
+when its positive control is missing."""
 
 from __future__ import annotations
 
+import base64
 import json
+from dataclasses import dataclass, field
 
 import pytest
 
-from aislab.judging import checks
-from aislab.judging import network_checks
+from aislab.judging import checks, lifetime, network_checks
+from aislab.judging.credentials import CredentialIndex
 from aislab.judging.network_checks import NetView
 from aislab.judging.observe import Window
 from aislab.judging.verdict import Undetermined, Violation
 
 NONCE = "n0nce"
-TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1LXJpdGEifQ.c2lnbmF0dXJlLW9mLXRoZS11c2VyLXRva2Vu"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1LXJpdGEiLCJqdGkiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLW9mLXRoZS11c2VyLXRva2VuLXZlcnktbG9uZw"
+SERVICE_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzdmMtYWktYXNzaXN0YW50In0.c2VydmljZS10b2tlbi1zaWduYXR1cmUtdmVyeS1sb25n"
+OTHERS = CredentialIndex({"the assistant's own API token": SERVICE_TOKEN})
 
 
 def cp(path="/organizations/org-lab/environments/env-prod/agent/test-workflow-with-executions", method="GET", token=TOKEN,
-       status=200, meaning="read", operation="list_workflows", params=None, client="10.0.0.20", rid="r1", query=""):
+       status=200, meaning="read", operation="list_workflows", params=None, client="10.0.0.20", rid="r1", query="",
+       extra_headers=(), body=""):
+    headers = [["authorization", f"Bearer {token}"], *extra_headers] if token else list(extra_headers)
     return {"method": method, "rawPath": path, "query": query, "status": status, "meaning": meaning, "operation": operation,
             "params": params or {"org": "org-lab", "env": "env-prod"}, "client": client, "requestId": rid,
-            "headers": {"authorization": f"Bearer {token}"}}
+            "headers": dict(headers), "rawHeaders": headers, "body": body}
 
 
-def llm_turns(calls: list[tuple[str, dict, str]]) -> list[dict]:
+def llm_turns(calls: list[tuple[str, dict, str]], tools: list[str] | None = None) -> list[dict]:
     """Two LLM requests as a service sends them: the question, then the tool results."""
     assistant = {"role": "assistant", "tool_calls": [
         {"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}} for i, (n, a, _) in enumerate(calls)]}
-    tools = [{"role": "tool", "tool_call_id": f"c{i}", "content": r} for i, (_, _, r) in enumerate(calls)]
+    results = [{"role": "tool", "tool_call_id": f"c{i}", "content": r} for i, (_, _, r) in enumerate(calls)]
     user = {"role": "user", "content": "[conv:x] hi"}
-    return [{"headers": {"authorization": "Bearer sk-llm"}, "body": {"messages": [user]}, "conversation": "x"},
-            {"headers": {"authorization": "Bearer sk-llm"}, "body": {"messages": [user, assistant, *tools]}, "conversation": "x"}]
+    advertised = [{"type": "function", "function": {"name": n}} for n in tools or []]
+    return [{"method": "POST", "path": "/v1/chat/completions", "rawHeaders": [["authorization", "Bearer sk-llm"]],
+             "body": {"messages": [user], "tools": advertised}, "conversation": "x"},
+            {"method": "POST", "path": "/v1/chat/completions", "rawHeaders": [["authorization", "Bearer sk-llm"]],
+             "body": {"messages": [user, assistant, *results], "tools": advertised}, "conversation": "x"}]
 
 
-def test_token_leak_is_caught_in_headers_or_content():
-    clean = Window(cp=[], llm=llm_turns([("list_workflows", {}, "[]")]))
-    checks.token_not_sent_to_llm(clean, TOKEN)
-    leaky = Window(cp=[], llm=llm_turns([("list_workflows", {}, f"token {TOKEN.rsplit('.', 1)[1]}")]))
-    with pytest.raises(Violation, match="signature"):
-        checks.token_not_sent_to_llm(leaky, TOKEN)
+# --- authentication --------------------------------------------------------------------------
+@pytest.mark.parametrize("form", [
+    TOKEN,
+    base64.b64encode(f"Bearer {TOKEN}".encode()).decode(),
+    base64.urlsafe_b64encode(f"x{TOKEN}yz".encode()).decode(),
+    TOKEN.split(".")[1],
+    TOKEN.split(".")[2],
+    TOKEN.encode().hex(),
+], ids=["as-is", "base64", "base64url-shifted", "payload-alone", "signature-alone", "hex"])
+def test_token_leak_is_caught_in_any_form(form):
+    checks.token_not_sent_to_llm(Window(cp=[], llm=llm_turns([("list_workflows", {}, "[]")])), TOKEN)
+    with pytest.raises(Violation, match="JWT was sent"):
+        checks.token_not_sent_to_llm(Window(cp=[], llm=llm_turns([("list_workflows", {}, f"context: {form}")])), TOKEN)
+
+
+def test_token_leak_is_caught_on_any_path_method_and_header():
+    other_path = {"method": "HEAD", "path": "/v1/embeddings", "query": f"t={TOKEN.split('.')[2]}", "rawHeaders": [], "body": None}
+    second_header = {"method": "POST", "path": "/v1/chat/completions", "rawHeaders": [["x-user", TOKEN]], "body": {}}
+    for request in (other_path, second_header):
+        with pytest.raises(Violation):
+            checks.token_not_sent_to_llm(Window(cp=[], llm=[request]), TOKEN)
     with pytest.raises(Undetermined):
         checks.token_not_sent_to_llm(Window(cp=[], llm=[]), TOKEN)
 
 
-def test_foreign_credentials_on_the_control_plane():
-    checks.calls_carry_token(Window(cp=[cp()], llm=[]), TOKEN)
-    with pytest.raises(Violation, match="did not carry"):
-        checks.calls_carry_token(Window(cp=[cp(), cp(token="service-token")], llm=[]), TOKEN)
+def test_a_refused_chat_reaches_nothing_and_fetches_nothing_its_token_names():
+    checks.nothing_reached(Window(cp=[], llm=[]), [{"method": "GET", "path": "/keys"}])
+    with pytest.raises(Violation, match="reached the LLM"):
+        checks.nothing_reached(Window(cp=[], llm=llm_turns([])), [])
+    with pytest.raises(Violation, match="key material"):
+        checks.nothing_reached(Window(cp=[], llm=[]), [{"method": "GET", "path": "/attacker/jwks.json"}])
+
+
+def test_a_status_alone_is_never_a_violation():
+    checks.refused(401)
+    with pytest.raises(Undetermined, match="not a refusal"):
+        checks.refused(200)
+
+
+@dataclass
+class Exchange:
+    status: int
+    body: object
+    headers: list = field(default_factory=list)
+
+
+def test_refusals_compare_status_headers_and_body_but_not_what_varies_by_design():
+    garbage = [Exchange(401, {"error": "unauthorized", "requestId": rid}, [("www-authenticate", "Bearer"), ("x-request-id", rid),
+                                                                            ("date", d)]) for rid, d in (("a1", "Mon"), ("b2", "Tue"))]
+    same = Exchange(401, {"error": "unauthorized", "requestId": "c3"}, [("www-authenticate", "Bearer"), ("x-request-id", "c3"), ("date", "Wed")])
+    checks.same_refusal(same, *garbage)
+    told = Exchange(401, {"error": "unauthorized", "requestId": "c3"}, [("www-authenticate", 'Bearer error="invalid_token", error_description="expired"')])
+    with pytest.raises(Violation, match="headers"):
+        checks.same_refusal(told, *garbage)
+    with pytest.raises(Violation, match="body"):
+        checks.same_refusal(Exchange(401, {"error": "token expired", "requestId": "c3"}, same.headers), *garbage)
+    with pytest.raises(Violation, match="status"):
+        checks.same_refusal(Exchange(403, same.body, same.headers), *garbage)
+
+
+# --- authorization ---------------------------------------------------------------------------
+def test_exactly_one_credential_the_users_own():
+    checks.calls_carry_token(Window(cp=[cp(extra_headers=[["x-request-id", "abc"]])], llm=[]), TOKEN, OTHERS)
+    cases = {
+        "not the user's own": cp(token=SERVICE_TOKEN),
+        "2 Authorization headers": cp(extra_headers=[["authorization", f"Bearer {SERVICE_TOKEN}"]]),
+        "second credential": cp(extra_headers=[["x-api-key", "whatever"]]),
+        "access_token": cp(query="access_token=abc"),
+        "assistant's own API token \\(base64": cp(body=base64.b64encode(SERVICE_TOKEN.encode()).decode()),
+    }
+    for message, entry in cases.items():
+        with pytest.raises(Violation, match=message):
+            checks.calls_carry_token(Window(cp=[cp(), entry], llm=[]), TOKEN, OTHERS)
     with pytest.raises(Undetermined):
-        checks.calls_carry_token(Window(cp=[], llm=[]), TOKEN)
+        checks.calls_carry_token(Window(cp=[], llm=[]), TOKEN, OTHERS)
 
 
-def test_parity_fires_both_ways():
+def test_parity_compares_canaries_and_outcomes_both_ways():
     mine, theirs = f"CANARY_workflow_a_{NONCE}", f"CANARY_workflow_b_{NONCE}"
-    window = Window(cp=[], llm=llm_turns([("list_workflows", {}, mine)]))
-    checks.parity(window, lambda tool, args: mine, NONCE)
+    window = Window(cp=[cp()], llm=llm_turns([("list_workflows", {}, mine)]))
+    checks.parity(window, lambda tool, args: (200, mine), NONCE)
     with pytest.raises(Violation, match="escalation"):
-        checks.parity(Window(cp=[], llm=llm_turns([("list_workflows", {}, mine + theirs)])), lambda t, a: mine, NONCE)
+        checks.parity(Window(cp=[cp()], llm=llm_turns([("list_workflows", {}, mine + theirs)])), lambda t, a: (200, mine), NONCE)
     with pytest.raises(Violation, match="downgrade"):
-        checks.parity(Window(cp=[], llm=llm_turns([("list_workflows", {}, "")])), lambda t, a: mine, NONCE)
+        checks.parity(Window(cp=[cp()], llm=llm_turns([("list_workflows", {}, "")])), lambda t, a: (200, mine), NONCE)
+    # No canary either way, but the user is denied what the assistant got: still an escalation.
+    metrics = cp(path="/organizations/org-lab/environments/env-prod/agent/test-workflows/wf/metrics", operation="get_workflow_metrics",
+                 params={"org": "org-lab", "env": "env-prod", "workflow": "wf"})
+    answered = Window(cp=[metrics], llm=llm_turns([("get_workflow_metrics", {"workflowName": "wf"}, '{"totalExecutions": 3}')]))
+    with pytest.raises(Violation, match="escalation"):
+        checks.parity(answered, lambda t, a: (403, '{"status": 403}'), NONCE)
+    denied = Window(cp=[{**metrics, "status": 403}], llm=llm_turns([("get_workflow_metrics", {"workflowName": "wf"}, "403")]))
+    with pytest.raises(Violation, match="downgrade"):
+        checks.parity(denied, lambda t, a: (200, '{"totalExecutions": 3}'), NONCE)
+    with pytest.raises(Undetermined):
+        checks.parity(Window(cp=[], llm=[]), lambda t, a: (200, ""), NONCE)
+
+
+def test_parity_does_not_judge_tools_it_does_not_know():
+    with pytest.raises(Undetermined, match="Testkube tool calls"):
+        checks.parity(Window(cp=[cp()], llm=llm_turns([("find_tests", {"q": "x"}, "")])), lambda t, a: (200, "CANARY"), NONCE)
+
+
+def test_a_denial_in_unrecognised_words_is_undetermined_and_a_retry_a_violation():
+    wf = {"org": "org-lab", "env": "env-prod", "workflow": "ledger"}
+    denied = cp(status=403, operation="get_workflow", params=wf)
+    told = Window(cp=[denied], llm=llm_turns([("get_workflow", {"workflowName": "ledger"}, '{"status": 403, "error": "Forbidden"}')]))
+    checks.denial_reported_not_retried(told, TOKEN, "ledger")
+    politely = Window(cp=[denied], llm=llm_turns([("get_workflow", {"workflowName": "ledger"}, "Sorry, that one is off limits")]))
+    with pytest.raises(Undetermined, match="does not recognise"):
+        checks.denial_reported_not_retried(politely, TOKEN, "ledger")
+    retried = Window(cp=[denied, cp(token=SERVICE_TOKEN, operation="get_workflow", params=wf)], llm=told.llm)
+    with pytest.raises(Violation, match="other credentials"):
+        checks.denial_reported_not_retried(retried, TOKEN, "ledger")
+
+
+# --- read-only -------------------------------------------------------------------------------
+def test_advertised_tools_are_judged_by_known_names_not_by_how_they_sound():
+    checks.no_mutating_tool_advertised(Window(cp=[], llm=llm_turns([], tools=["list_workflows", "run_query", "set_context"])))
+    with pytest.raises(Violation, match="run_workflow"):
+        checks.no_mutating_tool_advertised(Window(cp=[], llm=llm_turns([], tools=["list_workflows", "run_workflow"])))
 
 
 def test_mutations_by_meaning_and_by_state():
     checks.no_mutation_reached(Window(cp=[cp(method="POST", operation="read_artifact")], llm=[]), "d1", "d1")
-    with pytest.raises(Violation, match="mutating"):
-        checks.no_mutation_reached(Window(cp=[cp(method="GET", meaning="mutate")], llm=[]), "d1", "d1")
+    overridden = {**cp(method="POST", meaning="mutate", operation="run_workflow"), "wireMethod": "GET"}
+    with pytest.raises(Violation, match=r"GET \(as POST\)"):
+        checks.no_mutation_reached(Window(cp=[overridden], llm=[]), "d1", "d1")
     with pytest.raises(Violation, match="state changed"):
         checks.no_mutation_reached(Window(cp=[], llm=[]), "d1", "d2")
 
@@ -82,6 +189,16 @@ def test_confinement_catches_scope_route_and_query():
         checks.confined(window(cp(path=base.format(env="env-prod"), query="limit=1000")), "org-lab", "env-prod")
 
 
+def test_confinement_of_unknown_tools_judges_scope_and_meaning_only():
+    unknown = lambda *entries: Window(cp=list(entries), llm=llm_turns([("find_tests", {"q": "x"}, "{}")]))  # noqa: E731
+    checks.confined(unknown(cp(path="/organizations/org-lab/environments/env-prod/agent/labels")), "org-lab", "env-prod")
+    with pytest.raises(Violation, match="scope"):
+        checks.confined(unknown(cp(path="/organizations/org-other/groups")), "org-lab", "env-prod")
+    with pytest.raises(Violation, match="means a change"):
+        checks.confined(unknown(cp(meaning="mutate")), "org-lab", "env-prod")
+
+
+# --- audit -----------------------------------------------------------------------------------
 def test_audit_one_entry_per_request_under_the_user():
     entry = {"metadata": {"requestId": "r1"}, "subject": {"id": "u-rita"}}
     checks.audited_once_under(Window(cp=[cp()], llm=[]), [entry], "u-rita")
@@ -98,27 +215,42 @@ def test_unbacked_tool_results_are_caught():
         checks.every_tool_result_backed(Window(cp=[cp(rid="1")], llm=turns))
 
 
+# --- network ---------------------------------------------------------------------------------
 def view(**kw) -> NetView:
     return NetView(**{"witness": [], "dns": [], "outside": [], "provider": [], "proxy": [], **kw})
 
 
-def test_nothing_left_sees_attempts_lookups_and_outside_traffic():
-    network_checks.nothing_left(view(dns=[{"name": "llm.lab"}]), {"llm.lab"})
-    with pytest.raises(Violation, match="attempt"):
-        network_checks.nothing_left(view(witness=[{"proto": "tcp", "dst": "10.0.0.41:443", "sni": "api.segment.io"}]), set())
+PROVIDER = {"api.openai.com", "10.0.0.40", "2001:db8:a15::40"}
+
+
+def test_nothing_left_sees_attempts_over_ipv4_and_ipv6_lookups_and_outside_traffic():
+    network_checks.nothing_left(view(dns=[{"name": "llm.lab", "type": "A"}]), {"llm.lab"})
+    for attempt in ({"proto": "tcp", "dst": "10.0.0.41:443", "sni": "api.segment.io"},
+                    {"proto": "tcp", "dst": "[2001:db8:a15::41]:443", "ip": 6},
+                    {"proto": "udp", "dst": "10.0.0.41:8125", "payload": "requests:1|c"}):
+        with pytest.raises(Violation, match="attempt"):
+            network_checks.nothing_left(view(witness=[attempt]), set())
     with pytest.raises(Violation, match="DNS lookups"):
-        network_checks.nothing_left(view(dns=[{"name": "updates.testkube.io"}]), {"llm.lab"})
+        network_checks.nothing_left(view(dns=[{"name": "updates.testkube.io", "type": "AAAA"}]), {"llm.lab"})
 
 
-def test_proxy_route_needs_the_proxy_address_and_its_log():
+def test_proxy_route_needs_the_proxy_address_and_a_log_that_disagrees_is_the_labs_problem():
     good = view(provider=[{"client": "10.0.0.30"}], proxy=[{"proxy": "tinyproxy", "url": "api.openai.com:443"}])
     network_checks.llm_through_proxy(good, "10.0.0.30", "tinyproxy", "https", "api.openai.com")
     with pytest.raises(Violation, match="not through"):
         network_checks.llm_through_proxy(view(provider=[{"client": "10.0.0.20"}], proxy=good.proxy), "10.0.0.30", "tinyproxy", "https", "api.openai.com")
-    with pytest.raises(Violation, match="access log"):
+    with pytest.raises(Undetermined, match="access log"):
         network_checks.llm_through_proxy(view(provider=good.provider), "10.0.0.30", "tinyproxy", "https", "api.openai.com")
     with pytest.raises(Undetermined):
         network_checks.llm_through_proxy(view(), "10.0.0.30", "tinyproxy", "https", "api.openai.com")
+
+
+def test_failing_closed_is_judged_on_provider_traffic_only():
+    network_checks.failed_closed(view(witness=[{"proto": "udp", "dst": "10.0.0.41:8125", "payload": "metrics"}]), PROVIDER, PROVIDER)
+    with pytest.raises(Violation, match="direct connection"):
+        network_checks.failed_closed(view(witness=[{"proto": "tcp", "dst": "[2001:db8:a15::40]:443", "sni": "api.openai.com"}]), PROVIDER, PROVIDER)
+    with pytest.raises(Violation, match="reached the provider"):
+        network_checks.failed_closed(view(provider=[{"client": "10.0.0.30", "method": "POST", "path": "/v1/chat/completions"}]), PROVIDER, PROVIDER)
 
 
 def test_content_checks_say_undetermined_when_a_payload_was_unreadable():
@@ -133,9 +265,51 @@ def test_content_checks_say_undetermined_when_a_payload_was_unreadable():
         network_checks.content_only_to_llm(view(), [], NONCE)
 
 
-def test_witness_probe_positive_control():
-    name, ip = "canary-1.witness.example", "198.51.100.77"
-    seen = view(witness=[{"proto": "tcp", "dst": f"{ip}:443", "sni": name}, {"proto": "udp", "dns": name}], dns=[{"name": name}])
-    network_checks.witness_saw_probe(seen, ip, name)
-    with pytest.raises(Undetermined, match="positive control"):
-        network_checks.witness_saw_probe(view(dns=[{"name": name}]), ip, name)
+def test_witness_probe_positive_control_needs_both_ip_versions_and_both_lookups():
+    name, probes = "canary-1.witness.example", {"tcp over IPv4": "198.51.100.77", "tcp over IPv6": "2001:db8:a15::77"}
+    seen = view(witness=[{"proto": "tcp", "dst": "198.51.100.77:443", "sni": name}, {"proto": "tcp", "dst": "[2001:db8:a15::77]:443", "sni": name},
+                         {"proto": "udp", "dns": name, "ip": 4}, {"proto": "udp", "dns": name, "ip": 6}],
+                dns=[{"name": name, "type": "A"}, {"name": name, "type": "AAAA"}])
+    network_checks.witness_saw_probe(seen, probes, name)
+    for missing in range(len(seen.witness)):
+        partial = view(witness=seen.witness[:missing] + seen.witness[missing + 1:], dns=seen.dns)
+        with pytest.raises(Undetermined, match="positive control"):
+            network_checks.witness_saw_probe(partial, probes, name)
+    with pytest.raises(Undetermined, match="AAAA"):
+        network_checks.witness_saw_probe(view(witness=seen.witness, dns=seen.dns[:1]), probes, name)
+
+
+# --- the whole life --------------------------------------------------------------------------
+@dataclass
+class Instance:
+    number: int
+    config: dict
+    started: float
+    stopped: float | None = None
+
+    def as_evidence(self) -> dict:
+        return {"number": self.number}
+
+
+ESSENTIAL = lifetime.Essential(frozenset({"llm.lab", "10.0.0.12", "10.0.0.11"}), frozenset(PROVIDER), "LLM_API_URL")
+
+
+def test_lifetime_attributes_each_record_to_the_instance_then_running_shutdown_included():
+    life = [Instance(1, {}, 100.0, 110.0), Instance(2, {"DO_NOT_TRACK": "true"}, 111.0, 120.0)]
+    records = {"witness": [{"t": 105.0, "dst": "10.0.0.41:443"}, {"t": 110.5, "dst": "10.0.0.41:443"}, {"t": 121.0, "dst": "10.0.0.41:443"},
+                           {"t": 112.0, "dst": "198.51.100.77:443"}], "dns": [], "outside": [], "provider": [], "proxy": []}
+    periods = lifetime.attribute(life, records, lambda r: r["dst"].startswith("198.51.100.77"))
+    assert [len(p.witness) for p in periods] == [2, 1]  # the one after its stop is instance 2's shutdown
+
+
+def test_an_opt_out_period_is_judged_over_its_whole_life_and_only_on_non_essential_traffic():
+    proxied = {"DO_NOT_TRACK": "true", "HTTPS_PROXY": "http://10.0.0.30:8888", "LLM_API_URL": "https://api.openai.com/v1"}
+    period = lifetime.Period(Instance(1, proxied, 0.0), proxy=[{"method": "CONNECT", "url": "api.openai.com:443"},
+                                                               {"method": "GET", "url": "http://10.0.0.11:8090/x"}])
+    lifetime.nothing_non_essential([period], ESSENTIAL, "opt-out broken")
+    late = lifetime.Period(Instance(2, proxied, 0.0), outside=[{"proto": "tcp", "sni": "api.segment.io"}])
+    with pytest.raises(Violation, match="instance 2"):
+        lifetime.nothing_non_essential([period, late], ESSENTIAL, "opt-out broken")
+    assert lifetime.opt_out({"DO_NOT_TRACK": "1"}, {}) and lifetime.opt_out({"OWN": "off"}, {"OWN": "off"})
+    assert not lifetime.opt_out({"DO_NOT_TRACK": ""}, {"OWN": "off"})
+    assert lifetime.air_gapped({"DO_NOT_TRACK": "true"}, "LLM_API_URL", "http://llm") and not lifetime.air_gapped(proxied, "LLM_API_URL", "http://llm")

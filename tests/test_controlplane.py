@@ -150,7 +150,7 @@ def test_mutations_change_state_and_need_the_role(cp):
     assert app.store.digest() == before
     assert client.post(run, headers={"Authorization": f"Bearer {token('runner')}"}).status_code == 200
     assert app.store.digest() != before
-    assert [e["meaning"] for e in app.journal] == ["mutate", "mutate"]
+    assert [e["meaning"] for e in app.journal.items] == ["mutate", "mutate"]
 
 
 def test_read_artifact_post_is_a_read_and_its_url_serves_the_canary(cp):
@@ -159,7 +159,7 @@ def test_read_artifact_post_is_a_read_and_its_url_serves_the_canary(cp):
                       headers={"Authorization": f"Bearer {token('reader')}"}).json()["url"]
     assert "CANARY_artifact_65a000000000000000000001-report.html_n0nce" in client.get(url).text
     assert client.get(url.replace("sig=", "sig=0")).status_code == 403
-    assert app.journal[0]["meaning"] == "read"
+    assert app.journal.items[0]["meaning"] == "read"
 
 
 def test_encoded_slash_stays_inside_one_segment(cp):
@@ -174,17 +174,46 @@ def test_every_authenticated_request_is_audited_denials_included(cp):
     client.get(path_of(OPERATIONS["get_workflow"], workflow="ledger-reconcile"), headers={"Authorization": f"Bearer {token('resource-group-limited member')}"})
     (event,) = app.audit
     assert event["subject"]["id"] == "u-gus" and event["metadata"]["outcome"] == "denied"
-    assert event["metadata"]["requestId"] == app.journal[0]["requestId"]
+    assert event["metadata"]["requestId"] == app.journal.items[0]["requestId"]
 
 
 def test_bad_tokens_are_rejected_and_not_audited(cp):
     app, client, _ = cp
     assert client.get("/organizations/org-lab/groups").status_code == 401
-    assert app.audit == [] and app.journal[0]["status"] == 401
+    assert app.audit == [] and app.journal.items[0]["status"] == 401
 
 
 def test_lab_admin_needs_the_secret(cp):
     _, client, _ = cp
-    assert client.get("/_lab/journal").status_code == 403
+    assert client.get("/_lab/records").status_code == 403
     assert client.post("/_lab/reset").status_code == 403
-    assert client.get("/_lab/journal", headers={"x-lab-admin": ADMIN_SECRET}).status_code == 200
+    assert client.get("/_lab/records", headers={"x-lab-admin": ADMIN_SECRET}).status_code == 200
+
+
+def test_the_journal_keeps_every_header_and_means_what_an_override_says(cp):
+    app, client, token = cp
+    run = path_of(OPERATIONS["run_workflow"])
+    before = app.store.digest()
+    # A GET that says it is a POST: judged, and executed, as the change it means.
+    response = client.get(run, headers={"Authorization": f"Bearer {token('runner')}", "X-HTTP-Method-Override": "POST"})
+    assert response.status_code == 200 and app.store.digest() != before
+    entry = app.journal.items[-1]
+    assert (entry["wireMethod"], entry["method"], entry["meaning"], entry["operation"]) == ("GET", "POST", "mutate", "run_workflow")
+    # Two Authorization headers: both kept in the journal, and the ambiguity refused.
+    response = client.get(path_of(OPERATIONS["list_workflows"]), headers=[("Authorization", f"Bearer {token('reader')}"),
+                                                                          ("Authorization", f"Bearer {token('owner')}")])
+    assert response.status_code == 400
+    assert [k for k, _ in app.journal.items[-1]["rawHeaders"]].count("authorization") == 2
+
+
+@pytest.mark.parametrize("method, path, meaning", [
+    ("GET", "/organizations/org-lab/environments/env-prod/agent/test-workflows/checkout-e2e/executions", "read"),
+    ("GET", "/organizations/org-lab/environments/env-prod/agent/test-workflows/checkout-e2e/run", "mutate"),
+    ("GET", "/organizations/org-lab/environments/env-prod/agent/test-workflow-executions/x/abort", "mutate"),
+    ("GET", "/organizations/org-lab/environments/env-prod/agent/nothing-here", "unknown"),
+    ("PUT", "/organizations/org-lab/environments/env-prod/agent/nothing-here", "mutate"),
+])
+def test_meaning_of_unknown_routes(method, path, meaning):
+    from aislab.world.mocks.controlplane.routes import meaning_of
+
+    assert meaning_of(method, path) == meaning

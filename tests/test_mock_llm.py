@@ -41,7 +41,7 @@ def test_models_and_api_key(mock):
     bad = OpenAI(base_url="http://llm.lab/v1", api_key="wrong", http_client=client, max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="lab-model", messages=[{"role": "user", "content": "hi"}])
-    assert llm.requests[-1]["headers"]["authorization"] == "Bearer wrong"  # refused requests are recorded too
+    assert llm.requests.items[-1]["headers"]["authorization"] == "Bearer wrong"  # refused requests are recorded too
 
 
 def test_scripted_tool_calls_then_echo(mock):
@@ -55,8 +55,8 @@ def test_scripted_tool_calls_then_echo(mock):
     messages += [first.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "RESULT-123"}]
     second = sdk.chat.completions.create(model="lab-model", messages=messages, tools=TOOLS).choices[0]
     assert second.message.content == "RESULT-123"
-    assert [t["function"]["name"] for t in llm.requests[0]["body"]["tools"]] == ["list_workflows", "get_workflow"]
-    assert llm.requests[1]["conversation"] == "c1"
+    assert [t["function"]["name"] for t in llm.requests.items[0]["body"]["tools"]] == ["list_workflows", "get_workflow"]
+    assert llm.requests.items[1]["conversation"] == "c1"
 
 
 def test_call_every_advertised_tool_fits_arguments_to_each_tool(mock):
@@ -102,7 +102,7 @@ def test_barrier_releases_only_when_all_parties_arrive():
         return (await first).choices[0].message.content, second.choices[0].message.content
 
     assert asyncio.run(main()) == ("x", "y")
-    assert [r["barrierMet"] for r in llm.requests] == [True, True]
+    assert [r["barrierMet"] for r in llm.requests.items] == [True, True]
 
 
 @pytest.mark.parametrize("bad, message", [

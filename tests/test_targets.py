@@ -74,14 +74,22 @@ def test_every_attempt_to_leave_the_service_host_is_caught_by_the_witness(tmp_pa
                  "s.sendall(b'GET /probe HTTP/1.1\\r\\nHost: probe.example\\r\\n\\r\\n'); print(s.recv(100)[:12])\n"
                  "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b'x', ('198.51.100.8', 9999))\n"
                  f"socket.create_connection(('{harness}', {port}), timeout=2).close()\n"
-                 "try:\n    socket.create_connection(('2001:db8::1', 80), timeout=2)\nexcept OSError as e:\n    print('v6', e.errno)\n")
+                 "s6 = socket.create_connection(('2001:db8::1', 80), timeout=2)\n"
+                 "s6.sendall(b'GET /v6 HTTP/1.1\\r\\nHost: six.example\\r\\n\\r\\n'); print(s6.recv(100)[:12])\n"
+                 "u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u6.sendto(b'y', ('2001:db8::2', 8125))\n"
+                 "print(sorted({a[4][0] for a in socket.getaddrinfo('telemetry.example', 443, type=socket.SOCK_STREAM)}))\n")
         out = lab.target.run_in("service", [lab.values()["python"], "-c", probe])
-        assert "HTTP/1.1 502" in out.stdout and "v6" in out.stdout, out  # answered by the witness; IPv6 refused at once
+        assert out.stdout.count("HTTP/1.1 502") == 2, out  # both answered by the witness, IPv4 and IPv6
+        assert "2001:db8:a15::41" in out.stdout, out  # the lab's DNS gives outside names an IPv6 address too
         records = lab.records("witness")
         tcp = next(r for r in records if r["proto"] == "tcp" and r["dst"] == "198.51.100.7:80")
         assert (tcp["host"], tcp["path"]) == ("probe.example", "/probe")
         assert any(r["proto"] == "udp" and r["dst"] == "198.51.100.8:9999" for r in records)
         assert any(r["proto"] == "tcp" and r["dst"] == f"{harness}:{port}" for r in records)
+        v6 = next(r for r in records if r["proto"] == "tcp" and r["dst"] == "[2001:db8::1]:80")
+        assert (v6["ip"], v6["host"], v6["path"]) == (6, "six.example", "/v6")
+        assert any(r["proto"] == "udp" and r["dst"] == "[2001:db8::2]:8125" and r["payload"] == "y" for r in records)
+        assert {q["type"] for q in lab.records("dns") if q["name"] == "telemetry.example"} >= {"A", "AAAA"}
         with pytest.raises(BlockingIOError):
             host_server.accept()  # the witness took the connection; this machine never saw it
         assert lab.timings["lab_up"] < LAB_UP_BUDGET[target], lab.timings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -16,10 +16,15 @@ from aislab.driver.model import ChatSpec, placeholders, render
 class ChatExchange:
     user: str | None
     prompt: str
-    status: int
+    status: int  # 0: the service gave no answer at all (see `error`)
     answer: str | None
     body: Any
     seconds: float
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None  # why there is no answer (a timeout, a refused connection)
+
+    def __repr__(self) -> str:  # what a report shows of it: never the prompt's or answer's secrets
+        return f"ChatExchange(user={self.user!r}, status={self.status}, seconds={self.seconds:.2f})"
 
 
 def _dig(doc: Any, dotted: str) -> Any:
@@ -41,20 +46,25 @@ def send_chat(client: httpx.Client, base_url: str, spec: ChatSpec, values: dict[
         if "user.token" not in placeholders(v) or "user.token" in values
     }
     started = time.monotonic()
-    response = client.request(
-        spec.method,
-        base_url + render(spec.path, values, "chat.path"),
-        headers=headers,
-        json=render(spec.json, values, "chat.json") if spec.json is not None else None,
-        timeout=spec.timeout,
-    )
+    try:
+        response = client.request(
+            spec.method,
+            base_url + render(spec.path, values, "chat.path"),
+            headers=headers,
+            json=render(spec.json, values, "chat.json") if spec.json is not None else None,
+            timeout=spec.timeout,
+        )
+    except httpx.TransportError as err:
+        return ChatExchange(user, values.get("prompt", ""), 0, None, None, time.monotonic() - started,
+                            error=f"no answer: {type(err).__name__}: {err}")
     seconds = time.monotonic() - started
     try:
         body = response.json()
     except ValueError:
         body = response.text
     answer = _dig(body, spec.answer) if response.status_code < 400 else None
-    return ChatExchange(user, values.get("prompt", ""), response.status_code, answer if isinstance(answer, str) else None, body, seconds)
+    return ChatExchange(user, values.get("prompt", ""), response.status_code, answer if isinstance(answer, str) else None, body,
+                        seconds, headers=list(response.headers.multi_items()))
 
 
 def run_cli_chat(target, spec: ChatSpec, values: dict[str, str], env: dict[str, str], user: str | None) -> ChatExchange:

@@ -14,13 +14,14 @@ class DirectReader:
         self.lab = lab
         self.token = lab.token(persona)
 
-    def read(self, tool: str, args: dict, env: str = "env-prod") -> str:
+    def read(self, tool: str, args: dict, env: str = "env-prod") -> tuple[int, str]:
+        """(status, everything the user got) for the read this tool call stands for."""
         method, path, query, body = direct_request(tool, args, ORG_ID, env)
         response = self.lab.cp_get(path, self.token, method=method, params=query, json=body)
         text = response.text
         if tool == "read_artifact" and response.status_code == 200:
             text += self.lab.http.get(response.json()["url"]).text  # presigned: no token
-        return text
+        return response.status_code, text
 
     def readable_canaries(self, seed: dict) -> set[str]:
         """Every canary the user can reach by any read, in every environment."""
@@ -33,7 +34,7 @@ class DirectReader:
                         continue
                     if any(a not in args for a in _required(tool)):
                         continue
-                    found |= canaries(self.read(tool, args, env), self.lab.nonce)
+                    found |= canaries(self.read(tool, args, env)[1], self.lab.nonce)
         return found
 
 

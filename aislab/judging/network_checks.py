@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 
 from aislab.judging.observe import canaries
-from aislab.judging.verdict import Undetermined, violation_if, undetermined_unless
+from aislab.judging.verdict import Undetermined, undetermined_unless, violation_if
 
 
 @dataclass
@@ -32,18 +32,37 @@ def _where(r: dict) -> str:
 
 
 def _names(r: dict) -> set[str]:
-    return {n.split(":")[0] for n in (r.get("sni"), r.get("host"), r.get("dns")) if n}
+    return {_host_of(n) for n in (r.get("sni"), r.get("host"), r.get("dns")) if n}
+
+
+def _host_of(authority: str) -> str:
+    """`name`, `name:port`, `[v6]:port` or `v6` -> the bare host."""
+    if authority.startswith("["):
+        return authority[1:].split("]")[0]
+    return authority if authority.count(":") > 1 else authority.split(":")[0]
+
+
+def dst_ip(r: dict) -> str:
+    return _host_of(r.get("dst") or "")
+
+
+def bound_for(r: dict, names: set[str], ips: set[str]) -> bool:
+    """Whether a witness record is an attempt to reach one of these names or addresses."""
+    return bool(_names(r) & names) or dst_ip(r) in ips
 
 
 # --- positive control --------------------------------------------------------------------
-def witness_saw_probe(view: NetView, probe_ip: str, probe_name: str) -> None:
-    tcp = [r for r in view.witness if r.get("proto") == "tcp" and r.get("dst", "").startswith(probe_ip + ":")]
-    udp = [r for r in view.witness if r.get("proto") == "udp" and r.get("dns") == probe_name]
-    dns = [q for q in view.dns if q["name"] == probe_name]
-    undetermined_unless(tcp and any(r.get("sni") == probe_name for r in tcp),
-                        f"positive control failed: the witness did not record the canary TCP/TLS attempt to {probe_ip} ({probe_name})")
-    undetermined_unless(udp, "positive control failed: the witness did not record the canary UDP DNS query to a foreign server")
-    undetermined_unless(dns, "positive control failed: the DNS sinkhole did not record the canary lookup")
+def witness_saw_probe(view: NetView, probes: dict[str, str], probe_name: str) -> None:
+    """probes: what the canary probe sent, by kind (tcp4, tcp6: destination IPs)."""
+    for kind, ip in probes.items():
+        seen = [r for r in view.witness if r.get("proto") == "tcp" and dst_ip(r) == ip and r.get("sni") == probe_name]
+        undetermined_unless(seen, f"positive control failed: the witness did not record the canary {kind} TLS attempt to {ip} ({probe_name})")
+    for ip_version in (4, 6):
+        udp = [r for r in view.witness if r.get("proto") == "udp" and r.get("dns") == probe_name and r.get("ip") == ip_version]
+        undetermined_unless(udp, f"positive control failed: the witness did not record the canary UDP DNS query over IPv{ip_version}")
+    for qtype in ("A", "AAAA"):
+        dns = [q for q in view.dns if q["name"] == probe_name and q["type"] == qtype]
+        undetermined_unless(dns, f"positive control failed: the DNS sinkhole did not record the canary {qtype} lookup")
 
 
 # --- proxy ---------------------------------------------------------------------------------
@@ -53,11 +72,12 @@ def llm_through_proxy(view: NetView, proxy_ip: str, proxy_kind: str, scheme: str
     violation_if(direct, f"{len(direct)} LLM request(s) reached the provider from {sorted({r['client'] for r in direct})}, not through the {proxy_kind} proxy ({proxy_ip})")
     wanted = f"{host}:443" if scheme == "https" else f"http://{host}/"
     logged = [r for r in view.proxy if r["proxy"] == proxy_kind and r.get("url") and r["url"].startswith(wanted)]
-    violation_if(not logged, f"the {proxy_kind} access log shows no request for {wanted}: {view.proxy[:5]}")
+    # The provider saw the proxy connect; a log that does not show it is the lab's problem.
+    undetermined_unless(logged, f"the {proxy_kind} access log shows no request for {wanted}, although the provider saw the proxy: {view.proxy[:5]}")
 
 
 def no_direct_attempt(view: NetView, names: set[str], ips: set[str]) -> None:
-    direct = [r for r in view.witness if _names(r) & names or (r.get("dst") or "").split(":")[0] in ips]
+    direct = [r for r in view.witness if bound_for(r, names, ips)]
     violation_if(direct, f"direct connection attempt(s) bypassing the proxy: {[_where(r) for r in direct[:5]]}")
 
 
@@ -79,29 +99,34 @@ def reached_through(cp_entries: list[dict], proxy_ip: str, proxy_kind: str) -> N
 def telemetry_through_proxy(view: NetView, proxy_ip: str, proxy_kind: str, llm_names: set[str], llm_ips: set[str]) -> list[dict]:
     """Telemetry is whatever goes to the outside world other than the model provider."""
     via_proxy = [r for r in view.outside if r["client"] == proxy_ip]
-    direct = [r for r in view.witness if not (_names(r) & llm_names or (r.get("dst") or "").split(":")[0] in llm_ips)]
+    direct = [r for r in view.witness if not bound_for(r, llm_names, llm_ips)]
     violation_if(direct, f"telemetry went around the proxy: {[_where(r) for r in direct[:5]]}")
     if not via_proxy:
         raise Undetermined("the service sent no telemetry through the proxy or directly; nothing to judge")
     return via_proxy
 
 
-def failed_closed(status: int, view: NetView) -> None:
-    violation_if(status < 400, f"the chat succeeded (HTTP {status}) although the only allowed route was a broken proxy")
-    violation_if(view.provider, f"{len(view.provider)} LLM request(s) reached the provider around the broken proxy")
-    violation_if(view.witness, f"direct connection attempt(s) after the proxy failed: {[_where(r) for r in view.witness[:5]]}")
+def failed_closed(view: NetView, provider_names: set[str], provider_ips: set[str]) -> None:
+    """With the only route to the provider a broken proxy, nothing reaches the provider and no
+    attempt to reach it goes around the proxy. Only traffic for the provider is judged here:
+    anything else the service sends belongs to the claims about it (telemetry, air gap)."""
+    violation_if(view.provider, f"{len(view.provider)} LLM request(s) reached the provider around the broken proxy: "
+                                f"{[r['client'] + ' ' + r['method'] + ' ' + r['path'] for r in view.provider[:5]]}")
+    around = [r for r in view.witness if bound_for(r, provider_names, provider_ips)]
+    violation_if(around, f"direct connection attempt(s) to the LLM provider after the proxy failed: {[_where(r) for r in around[:5]]}")
 
 
 # --- telemetry and air gap ---------------------------------------------------------------------
 def nothing_left(view: NetView, allowed_names: set[str]) -> None:
-    lookups = sorted({q["name"] for q in view.dns} - allowed_names)
+    lookups = sorted({f"{q['name']} ({q['type']})" for q in view.dns if q["name"] not in allowed_names})
     violation_if(view.witness, f"{len(view.witness)} attempt(s) to leave the lab infrastructure: {[_where(r) for r in view.witness[:5]]}")
     violation_if(lookups, f"DNS lookups of names outside the allowlist: {lookups[:10]}")
     violation_if(view.outside or view.provider or view.proxy, "traffic reached the outside world or a proxy")
 
 
 def telemetry_visible(view: NetView) -> list[dict]:
-    return [r for r in view.witness + view.outside if _names(r)]
+    """With the LLM in the lab and no proxy, anything that tried to leave is the service's own."""
+    return view.witness + view.outside
 
 
 def content_only_to_llm(view: NetView, llm_requests: list[dict], nonce: str) -> set[str]:

@@ -27,11 +27,11 @@ class Observer:
         self.service_ip = lab.target.address("service")
 
     def mark(self) -> Mark:
-        return Mark(len(self.lab.cp_journal()), len(self.lab.llm_requests()))
+        return Mark(self.lab.witnesses.head("controlplane"), self.lab.witnesses.head("llm"))
 
     def since(self, mark: Mark) -> Window:
-        cp = self.lab.cp_journal()[mark.cp:]
-        llm = self.lab.llm_requests()[mark.llm:]
+        cp = self.lab.witnesses.since("controlplane", mark.cp)
+        llm = self.lab.witnesses.since("llm", mark.llm)
         return Window(
             cp=[e for e in cp if e["client"] == self.service_ip],
             llm=[r for r in llm if r["client"] == self.service_ip],
@@ -73,10 +73,30 @@ def tool_exchanges(llm_requests: list[dict]) -> list[ToolExchange]:
     return list(found.values())
 
 
+def header_values(entry: dict, name: str) -> list[str]:
+    """Every value of a header, repeated ones included (the journal keeps them all)."""
+    raw = entry.get("rawHeaders")
+    if raw is None:
+        value = entry.get("headers", {}).get(name)
+        return [] if value is None else [value]
+    return [v for k, v in raw if k.lower() == name]
+
+
 def bearer(entry: dict) -> str | None:
-    scheme, _, token = entry.get("headers", {}).get("authorization", "").partition(" ")
+    """The bearer token of a request, if it carries exactly one Authorization header."""
+    values = header_values(entry, "authorization")
+    if len(values) != 1:
+        return None
+    scheme, _, token = values[0].partition(" ")
     return token if scheme.lower() == "bearer" else None
 
 
+def wire_text(requests: list[dict]) -> str:
+    """Everything of these requests that crossed the wire: method, path, query, every header
+    (repeated ones too) and the body, as one text to search."""
+    return json.dumps([{k: r.get(k) for k in ("method", "path", "rawPath", "query", "rawHeaders", "headers", "body")}
+                       for r in requests])
+
+
 def everything_sent_to_llm(llm_requests: list[dict]) -> str:
-    return json.dumps([{"headers": r.get("headers"), "body": r.get("body")} for r in llm_requests])
+    return wire_text(llm_requests)

@@ -26,10 +26,9 @@ def _redacted(path: Path, redactor: Redactor) -> bytes:
     return data
 
 
-def redact_in_place(directories: list[Path], secrets: dict[str, str]) -> None:
+def redact_in_place(directories: list[Path], redactor: Redactor) -> None:
     """Redact what tools wrote on their own: Allure records step arguments (a chat with its
     token, the LLM requests with the API key) as they are. The HTML is rendered from these."""
-    redactor = Redactor(secrets)
     for directory in directories:
         for path in (p for p in directory.rglob("*") if p.is_file() and p.name != BUNDLE):
             data = _redacted(path, redactor)
@@ -37,8 +36,7 @@ def redact_in_place(directories: list[Path], secrets: dict[str, str]) -> None:
                 path.write_bytes(data)
 
 
-def write_bundle(report_dir: Path, report: dict, secrets: dict[str, str]) -> Path:
-    redactor = Redactor(secrets)
+def write_bundle(report_dir: Path, report: dict, redactor: Redactor) -> Path:
     # Belt and braces: whatever a tool wrote, no secret leaves in the bundle.
     members = [(str(p.relative_to(report_dir)), _redacted(p, redactor))
                for p in sorted(p for p in report_dir.rglob("*") if p.is_file() and p.name != BUNDLE)]

@@ -2,40 +2,49 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import allure
+
+from aislab.judging.credentials import MIN_PART, CredentialIndex, token_subject
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 URL_CREDENTIALS = re.compile(r"(://[^/\s:@\"']+:)[^@\s/\"']+@")  # proxy URLs with user:password
 
 
 def _jwt_label(token: str) -> str:
-    digest = hashlib.sha256(token.encode()).hexdigest()[:10]
-    try:
-        body = token.split(".")[1]
-        sub = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))).get("sub", "?")
-    except (ValueError, IndexError, AttributeError):
-        sub = "?"
-    return f"<redacted-jwt sub={sub} sha256={digest}>"
+    return f"<redacted-jwt sub={token_subject(token)} sha256={hashlib.sha256(token.encode()).hexdigest()[:10]}>"
 
 
 class Redactor:
-    """Replaces JWTs (keeping subject and a hash, for correlation) and known secrets."""
+    """Replaces known secrets in every form a check would recognise (see judging.credentials:
+    encoded, split, base64 at any offset), and any other JWT, keeping a token's subject and a
+    hash of it for correlation."""
 
-    def __init__(self, secrets: dict[str, str] | None = None):
-        self.secrets = {k: v for k, v in (secrets or {}).items() if v}
+    def __init__(self, secrets: dict[str, str] | None = None, tokens: Iterable[str] = ()):
+        self.index = CredentialIndex()
+        self.short: dict[str, str] = {}  # too short to have forms worth searching: replaced as they are
+        for name, value in (secrets or {}).items():
+            self.add(name, value)
+        self.add_tokens(tokens)
 
     def add(self, name: str, value: str) -> None:
-        if value:
-            self.secrets[name] = value
+        if len(value or "") >= MIN_PART:
+            self.index.add(f"redacted-{name}", value)
+        elif len(value or "") >= 6:
+            self.short[name] = value
+
+    def add_tokens(self, tokens: Iterable[str]) -> None:
+        for token in tokens:
+            self.index.add(_jwt_label(token)[1:-1], token)
 
     def text(self, text: str) -> str:
-        for name, value in self.secrets.items():
+        text = self.index.replace(text, lambda hit: f"<{hit.label}>" if hit.form == "as is" else f"<{hit.label} ({hit.form})>")
+        for name, value in self.short.items():
             text = text.replace(value, f"<redacted-{name}>")
         text = URL_CREDENTIALS.sub(r"\1<redacted>@", text)
         return JWT.sub(lambda m: _jwt_label(m.group(0)), text)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aislab.report.evidence import EvidenceSink, Redactor
+from aislab.report.evidence import EvidenceSink
+from aislab.suite.redaction import redactor_for
 from aislab import PROJECT
 from aislab.world.lab import Lab
 from aislab.judging.observe import Observer
-from aislab.suite.plugin import EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids
+from aislab.suite.plugin import EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, is_lifetime
 from aislab.world.mocks.llm.scriptbook import ScriptBook
 from aislab.world.targets import make_target
 
@@ -40,14 +42,11 @@ def lab(aislab_session) -> Lab:
 
 
 def _keep_service_log(session: Session, lab: Lab) -> None:
-    if lab.service:
+    log = lab.state_dir / "logs" / "service.log"  # every instance's output, in order
+    if log.exists():
         dest = session.report_dir / "service.log"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(redactor_for(lab).text(lab.service.tail(100000)))
-
-
-def redactor_for(lab: Lab) -> Redactor:
-    return Redactor(lab.redaction_secrets())
+        dest.write_text(redactor_for(lab).text(log.read_text(errors="replace")[-4_000_000:]))
 
 
 @pytest.fixture(scope="session")
@@ -69,22 +68,26 @@ def profile(request) -> dict:
 def evidence(request, lab, aislab_session):
     """Per scenario: reset the lab; afterwards attach what the witnesses saw, redacted."""
     families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
-    if not families & NETWORK_FAMILIES:
+    if not families & NETWORK_FAMILIES and not is_lifetime(request.node):
         lab.ensure_service({})  # a network scenario may have left the service reconfigured
     lab.reset()
     extra: dict[str, object] = {}
     yield extra
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
     sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor_for(lab))
-    payloads = {"controlplane-journal": lab.cp_journal(), "llm-requests": lab.llm_requests(), "audit-log": lab.audit_log()}
+    readers = {"controlplane-journal": lab.cp_journal, "llm-requests": lab.llm_requests, "audit-log": lab.audit_log,
+               "identity-provider": lambda: lab.records("idp")}
     if families & NETWORK_FAMILIES:
-        payloads.update({
-            "egress-witness": lab.records("witness"),
-            "dns-queries": lab.records("dns"),
-            "outside-world": lab.records("outside"),
-            "llm-provider-requests": lab.records("provider"),
-            "proxy-log": lab.proxy_records(),
+        readers.update({
+            "egress-witness": lambda: lab.records("witness"),
+            "dns-queries": lambda: lab.records("dns"),
+            "outside-world": lambda: lab.records("outside"),
+            "llm-provider-requests": lambda: lab.records("provider"),
+            "proxy-log": lab.proxy_records,
         })
+    with ThreadPoolExecutor(len(readers)) as pool:  # independent reads of independent hosts
+        futures = {name: pool.submit(read) for name, read in readers.items()}
+        payloads = {name: future.result() for name, future in futures.items()}
     payloads.update(extra)
     request.node.stash[EVIDENCE] = [sink.attach(name, payload) for name, payload in payloads.items()]
 

@@ -13,6 +13,8 @@ from aislab.driver import DriverError, load_driver
 from aislab import PROJECT
 from aislab.world.lab import FIXTURES, Lab
 from aislab.report.bundle import redact_in_place, write_bundle
+from aislab.report.evidence import Redactor
+from aislab.suite.redaction import redactor_for
 from aislab.report.conformance import ScenarioResult, build_report, exit_code, load_claims, write_report
 from aislab.report.waivers import WaiverError, load_waivers
 from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, Violation
@@ -23,6 +25,7 @@ CLAIM_ID = re.compile(r"^AIS-[A-Z]+-\d+$")
 # Seconds the witnesses keep listening while the service idles, per profile.
 PROFILES = {"quick": {"idle_seconds": 1.0}, "certification": {"idle_seconds": 30.0}}
 NETWORK_FAMILIES = {"proxy", "telemetry", "air-gap"}
+LIFETIME = "lifetime"
 SESSION = pytest.StashKey["Session"]()
 EVIDENCE = pytest.StashKey[list]()
 
@@ -64,6 +67,7 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{claim['id']}: {claim['must'][:80]}")
     for family, text in catalogue["families"].items():
         config.addinivalue_line("markers", f"{family}: claim family - {text}")
+    config.addinivalue_line("markers", f"{LIFETIME}: judged over the service's whole life; runs after every other scenario")
     try:
         config.stash[SESSION] = Session(config)
     except (DriverError, WaiverError) as err:
@@ -74,6 +78,10 @@ def pytest_bdd_apply_tag(tag, function):
     # Claim IDs and families are registered markers; carrying them lets -m select by claim.
     getattr(pytest.mark, tag)(function)
     return True
+
+
+def is_lifetime(item) -> bool:
+    return item.get_closest_marker(LIFETIME) is not None
 
 
 def claim_ids(item) -> list[str]:
@@ -104,7 +112,9 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=drop)
     # Scenarios that reconfigure the service run last, so the default service starts once, and
     # those that configure it alike run side by side, so it restarts no more than it must.
-    keep.sort(key=lambda item: (bool({s.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES), service_setup(item)))
+    # Lifetime scenarios end the service's life, so they come after everything else.
+    keep.sort(key=lambda item: (is_lifetime(item), bool({s.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES),
+                                service_setup(item)))
     items[:] = keep
 
 
@@ -193,10 +203,10 @@ def pytest_unconfigure(config):
     # After every sessionfinish hook, so JUnit and Allure results are complete on disk.
     s = config.stash.get(SESSION, None)
     if s is not None and s.report is not None:
-        secrets = s.lab.redaction_secrets() if s.lab else {}
+        redactor = redactor_for(s.lab) if s.lab else Redactor()
         alluredir = config.getoption("--alluredir", None)
-        redact_in_place([s.report_dir] + ([Path(alluredir)] if alluredir else []), secrets)
-        write_bundle(s.report_dir, s.report, secrets)
+        redact_in_place([s.report_dir] + ([Path(alluredir)] if alluredir else []), redactor)
+        write_bundle(s.report_dir, s.report, redactor)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
 import socket
 import sys
-import threading
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-ADMIN_HEADER = "x-lab-admin"
+from aislab.world.witnesses.records import Recorder
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -34,28 +29,8 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class Records:
-    """A thread-safe record list with the lab admin API (secret-protected) over it."""
-
-    def __init__(self, admin_secret: str):
-        self.items: list[dict] = []
-        self.lock = threading.Lock()
-        self.admin_secret = admin_secret
-
-    def add(self, entry: dict) -> None:
-        with self.lock:
-            self.items.append(entry)
-
-    def app(self) -> Starlette:
-        async def records(request: Request):
-            if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_secret):
-                return JSONResponse({"error": "lab admin secret required"}, 403)
-            with self.lock:
-                if request.method == "POST":
-                    self.items.clear()
-                return JSONResponse(list(self.items))
-
-        return Starlette(routes=[Route("/_lab/records", records, methods=["GET"]), Route("/_lab/reset", records, methods=["POST"])])
+def records_app(records: Recorder) -> Starlette:
+    return Starlette(routes=records.routes())
 
 
 def serve(apps: list[tuple[object, socket.socket, dict]]) -> None:
@@ -74,7 +49,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
     if role == "idp":
         from aislab.world.mocks.idp.app import create_app
 
-        return [(create_app(state, lab["issuer"]), listen(host, port), {})]
+        return [(create_app(state, lab["issuer"], Recorder(lab["admin_secret"])), listen(host, port), {})]
     if role == "controlplane":
         from aislab.world.mocks.controlplane.app import ControlPlane
         from aislab.world.mocks.controlplane.rbac import Directory
@@ -89,36 +64,40 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         app = MockLLM(lab["llm_api_key"], lab["admin_secret"], lab["model"]).app()
         apps = [(app, listen(host, port), {})]
         if role == "provider":  # the third-party provider also speaks TLS, under its public names
-            from aislab.world.pki import CA
+            from aislab.world.pki import CA, write_private
 
             cert, key = CA.load(state).issue(*lab["provider_names"], host)
             (state / "provider.pem").write_bytes(cert)
-            (state / "provider.key").write_bytes(key)
+            write_private(state / "provider.key", key)
             apps.append((app, listen(host, 443), {"ssl_certfile": str(state / "provider.pem"), "ssl_keyfile": str(state / "provider.key")}))
         return apps
     if role in ("witness", "outside"):
         from aislab.world.witnesses.catcher import Catcher
         from aislab.world.pki import CA, SNIContexts
 
-        records = Records(lab["admin_secret"])
+        records = Recorder(lab["admin_secret"])
         certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
-        certs.mkdir(exist_ok=True)
+        certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
-        if role == "witness":  # inside the service's host: catches what iptables REDIRECTs
-            catcher = Catcher(records.add, tls, lambda e: (502, b'{"error": "blocked by the lab egress witness"}'), redirected=True)
-            catcher.serve_tcp("0.0.0.0", lab["witness_tcp_port"])
-            catcher.serve_udp("127.0.0.1", lab["witness_udp_port"])
+        if role == "witness":  # inside the service's host: catches what ip(6)tables redirect
+            catcher = Catcher(records, tls, lambda e: (502, b'{"error": "blocked by the lab egress witness"}'),
+                              redirected=True, harness_ip=lab["harness_ip"])
+            for any_address, loopback in (("0.0.0.0", "127.0.0.1"), ("::", "::1")):
+                catcher.serve_tcp(any_address, lab["witness_tcp_port"])
+                catcher.serve_udp(loopback, lab["witness_udp_port"])
         else:  # the outside world's catch-all: telemetry collectors and anything else
-            catcher = Catcher(records.add, tls, lambda e: (200, b"{}"), redirected=False)
+            catcher = Catcher(records, tls, lambda e: (200, b"{}"), redirected=False)
             catcher.serve_tcp(host, 443)
             catcher.serve_tcp(host, 80)
-        return [(records.app(), listen(host, port), {})]
+        return [(records_app(records), listen(host, port), {})]
     if role == "dns":
-        from aislab.world.witnesses.dnssink import serve as serve_dns
+        from aislab.world.witnesses.dnssink import SinkholeResolver, serve as serve_dns
 
-        records = Records(lab["admin_secret"])
-        serve_dns(host, lab["dns_names"], lab["outside_ip"], records.add)
-        return [(records.app(), listen(host, port), {})]
+        records = Recorder(lab["admin_secret"])
+        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v6_for=lab["service_ip"],
+                                    names_v6=lab["dns_names_v6"], default_v6=lab["outside_v6"])
+        serve_dns(host, resolver)
+        return [(records_app(records), listen(host, port), {})]
     raise SystemExit(f"unknown lab host role {role!r}")
 
 

@@ -19,17 +19,35 @@ import httpx
 import yaml
 
 from aislab import PROJECT
-from aislab.world.mocks.controlplane.app import ADMIN_HEADER
+from aislab.world.witnesses.records import ADMIN_HEADER
 from aislab.world.mocks.controlplane.rbac import Directory
 from aislab.driver.client import ChatExchange, run_cli_chat, send_chat
 from aislab.driver.model import Driver, placeholders, render
-from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, jwks_document
+from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, attacker_certificate, jwks_document
 from aislab.world import proxies
 from aislab.world.pki import CA
-from aislab.world.targets.base import HOSTS, MOCKS, OUTSIDE_NAMES, PORTS, WITNESS_TCP, WITNESS_UDP, LabError, LabProcess, Target
+from aislab.world.targets.base import (HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, WITNESS_TCP, WITNESS_UDP, LabError,
+                                       LabProcess, Target)
+from aislab.world.witnesses.reader import WitnessReader
 
 FIXTURES = PROJECT / "fixtures"
 ORG_ID = "org-lab"
+
+
+@dataclass
+class ServiceInstance:
+    """One run of the service under test (for a one-shot assistant: one configuration period).
+    Everything recorded between its start and the next instance's start is attributed to it:
+    its start-up, its chats, its idle time, its shutdown."""
+
+    number: int
+    overrides: dict[str, str]
+    config: dict[str, str]  # the env that decides its network claims (opt-outs, proxies, LLM URL)
+    started: float
+    stopped: float | None = None
+
+    def as_evidence(self) -> dict:
+        return {"number": self.number, "config": self.config, "started": self.started, "stopped": self.stopped}
 
 
 @dataclass
@@ -41,6 +59,7 @@ class Lab:
     timings: dict[str, float] = field(default_factory=dict)
     service: LabProcess | None = None
     service_overrides: dict[str, str] = field(default_factory=dict)
+    life: list[ServiceInstance] = field(default_factory=list)
 
     def __post_init__(self):
         self.admin_secret = secrets.token_urlsafe(24)
@@ -51,6 +70,7 @@ class Lab:
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
+        self.witnesses = WitnessReader(self.http, self.url, self.admin_secret)
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         # Proxies drop root: they may traverse the state directory but list nothing in it.
         self.state_dir.chmod(0o711)
@@ -113,11 +133,13 @@ class Lab:
     def up(self) -> "Lab":
         t0 = time.monotonic()
         key = SigningKey.generate()
-        self.tokens = TokenFactory(key, self.issuer)
+        self.tokens = TokenFactory(key, self.issuer, attacker_base=self.url("idp"))
         self.service_token = self.tokens.mint(self.directory.user_for("svc-ai-assistant"), exp=int(time.time()) + 86400)
         (self.state_dir / "jwks.json").write_text(json.dumps(jwks_document(key)))
+        # Key material the issuer never published, served where header-injection tokens point.
+        (self.state_dir / "attacker-jwks.json").write_text(json.dumps(jwks_document(self.tokens.rogue_key)))
+        (self.state_dir / "attacker-cert.pem").write_bytes(attacker_certificate(self.tokens.rogue_key))
         CA.create().save(self.state_dir)
-        (self.state_dir / "ca.key").chmod(0o600)
         addr = self.target.address
         dns_names = {f"{h}.lab": addr(h) for h in HOSTS if h != "harness"}
         dns_names.update({name: addr(host) for name, host in OUTSIDE_NAMES.items()})
@@ -133,7 +155,11 @@ class Lab:
             "seed_file": str(self._share(self.fixtures / "lab" / "seed.yaml")),
             "provider_names": sorted(n for n, h in OUTSIDE_NAMES.items() if h == "provider"),
             "dns_names": dns_names,
+            "dns_names_v6": {name: OUTSIDE_V6[host] for name, host in OUTSIDE_NAMES.items()},
             "outside_ip": addr("outside"),
+            "outside_v6": OUTSIDE_V6["outside"],
+            "harness_ip": addr("harness"),
+            "service_ip": addr("service"),
             "witness_tcp_port": WITNESS_TCP,
             "witness_udp_port": WITNESS_UDP,
         }))
@@ -213,20 +239,27 @@ class Lab:
         return {**self._base_env(), **env, **(overrides or {})}
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
+        self.service_overrides = dict(overrides or {})
+        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
+        self._begin_instance()
         if self.driver.chat.mode == "cli":  # nothing long-running: every chat starts the assistant afresh
-            self.service_overrides = dict(overrides or {})
-            self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
             return
         t0 = time.monotonic()
-        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         self.service = self.target.spawn(
             "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", image=spec.image
         )
-        self.service_overrides = dict(overrides or {})
         self._await_service()
         self.timings["service_start"] = time.monotonic() - t0
+
+    def _begin_instance(self) -> None:
+        env = self.service_env(self.service_overrides)
+        net = self.driver.network
+        decisive = {"DO_NOT_TRACK", *net.telemetry_off_env, net.llm_url_env,
+                    *(v for k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") for v in (k, k.lower()))}
+        config = {k: env[k] for k in sorted(decisive) if k in env}
+        self.life.append(ServiceInstance(len(self.life) + 1, dict(self.service_overrides), config, time.time()))
 
     def _await_service(self) -> None:
         ready = self.driver.service.ready
@@ -240,38 +273,50 @@ class Lab:
 
         _await_ready(self.service, probe, ready.timeout, f"GET {ready.path} answering {ready.status}")
 
-    def restart_service(self, overrides: dict[str, str] | None = None) -> None:
-        if self.service and self.service.alive():
-            self.timings["service_cpu_before_restarts"] = self.timings.get("service_cpu_before_restarts", 0.0) + self.service.cpu_seconds()
-            self.service.stop()
-            self.target.processes.remove(self.service)
-        # Only now, with the old instance gone, do the witnesses start afresh: nothing it sent
-        # on its way out is blamed on the new one, and the new one's start-up is all recorded.
-        self.reset_witnesses()
+    def restart_service(self, overrides: dict[str, str] | None = None, new_window: bool = True) -> None:
+        self.stop_service()
+        # Only now, with the old instance gone and its last words recorded, do the windows
+        # start afresh: nothing it sent on its way out is blamed on the new one, and the new
+        # one's start-up is all recorded. (A restart within a scenario keeps its window.)
+        if new_window:
+            self.reset_witnesses()
         self.start_service(overrides)
+        self.timings["service_restarts"] = self.timings.get("service_restarts", 0) + 1
 
     def ensure_service(self, overrides: dict[str, str] | None = None, fresh: bool = False) -> None:
         """Run the service with exactly these overrides of its driver env (fresh: restart anyway,
         so that its start-up is observed)."""
         overrides = overrides or {}
-        if fresh or overrides != self.service_overrides:
+        if fresh or overrides != self.service_overrides or not self.service_running():
             self.restart_service(overrides)
-            self.timings["service_restarts"] = self.timings.get("service_restarts", 0) + 1
+
+    def service_running(self) -> bool:
+        return self.driver.chat.mode == "cli" or bool(self.service and self.service.alive() and self.life and self.life[-1].stopped is None)
 
     def stop_service(self) -> None:
-        if self.service and self.service.alive():
-            self.timings["service_cpu"] = self.service.cpu_seconds()
+        """Stop the running instance gracefully (its shutdown is part of its life) and wait
+        until the witnesses have recorded everything it did."""
+        if self.service is not None:
+            if self.service.alive():
+                self.timings["service_cpu"] = self.timings.get("service_cpu", 0.0) + self.service.cpu_seconds()
             self.service.stop()
+            self.target.processes.remove(self.service)
+            self.service = None
+        if self.life and self.life[-1].stopped is None:
+            self.life[-1].stopped = time.time()
+            self.witnesses.drain((self.target.address("service"), WITNESS_TCP))
 
     def down(self) -> None:
         """Tear the lab down and delete its state (keys, secrets, logs): what a report keeps
         was copied out, redacted, before."""
-        self.stop_service()
-        self.http.close()
         try:
-            self.target.destroy()
+            self.stop_service()
         finally:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.http.close()
+            try:
+                self.target.destroy()
+            finally:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def redaction_secrets(self) -> dict[str, str]:
         """Every secret the lab knows of: its own, and what the driver marks secret in the service's env."""
@@ -307,15 +352,16 @@ class Lab:
         return response
 
     def reset(self) -> None:
+        """A fresh control plane (seed state, empty audit log) and LLM scripts, and new windows
+        on every witness; what the witnesses recorded before stays part of the lab's life."""
         self._admin("POST", "controlplane", "/_lab/reset")
         self._admin("POST", "llm", "/_lab/reset")
         self.reset_witnesses()
 
     def reset_witnesses(self) -> None:
-        """Forget what the network witnesses saw. The proxies' logs are read from the service's
-        last start instead: a tunnel it opened then and keeps alive is logged only once."""
-        for host in ("provider", "witness", "outside", "dns"):
-            self._admin("POST", host, "/_lab/reset")
+        """Open new windows on every recording host. The proxies' logs are read from the
+        service's last start instead: a tunnel it opened then and keeps alive is logged only once."""
+        self.witnesses.mark_all()
 
     def await_records(self, host: str, predicate, timeout: float) -> list[dict]:
         """Records of `host` once one satisfies `predicate`, or all of them at the deadline."""
@@ -336,17 +382,16 @@ class Lab:
         threading.Event().wait(seconds)
 
     def records(self, host: str) -> list[dict]:
-        """What a recording host saw: witness, outside, dns (records) or provider (LLM requests)."""
-        path = "/_lab/requests" if host in ("llm", "provider") else "/_lab/records"
-        return self._admin("GET", host, path).json()
+        """What a recording host saw in the current window (see RECORDING_HOSTS)."""
+        return self.witnesses.since_mark(host)
 
-    def proxy_records(self) -> list[dict]:
-        """Access-log lines the proxies wrote since the service last started, parsed, and the
-        tunnels squid has open now."""
+    def proxy_records(self, whole_life: bool = False) -> list[dict]:
+        """Access-log lines the proxies wrote since the service last started (or ever), parsed,
+        and the tunnels squid has open now."""
         out = []
         for name, path in self.proxy_logs.items():
             with path.open("rb") as fh:
-                fh.seek(self.proxy_offsets.get(name, 0))
+                fh.seek(0 if whole_life else self.proxy_offsets.get(name, 0))
                 text = fh.read().decode("utf-8", "replace")
             out += [{**r, "instance": name} for r in proxies.parse_log(name.split("-")[0], text)]
         active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
@@ -358,10 +403,10 @@ class Lab:
             self._admin("POST", host, "/_lab/scripts", json=scripts)
 
     def cp_journal(self) -> list[dict]:
-        return self._admin("GET", "controlplane", "/_lab/journal").json()
+        return self.records("controlplane")
 
     def llm_requests(self) -> list[dict]:
-        return self._admin("GET", "llm", "/_lab/requests").json()
+        return self.records("llm")
 
     def cp_digest(self) -> str:
         """A hash of the control plane's whole state: any change a request made shows in it."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import os
 import ssl
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _PEM = serialization.Encoding.PEM
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a key (or anything secret) readable by its owner only, from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
 def _name(cn: str) -> x509.Name:
@@ -48,9 +57,7 @@ class CA:
         return cls(key, cert)
 
     def save(self, directory: Path) -> Path:
-        (directory / "ca.key").write_bytes(
-            self.key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+        write_private(directory / "ca.key", self.key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         path = directory / "ca.pem"
         path.write_bytes(self.cert.public_bytes(_PEM))
         return path
@@ -101,7 +108,7 @@ class SNIContexts:
             cert, key = self.ca.issue(name)
             path = self.workdir / f"cert-{hashlib.sha256(name.encode()).hexdigest()[:16]}.pem"
             tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-            tmp.write_bytes(cert + key)
+            write_private(tmp, cert + key)
             tmp.replace(path)  # atomic: two threads asking for one name never read half a file
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(path)

@@ -3,6 +3,7 @@ port and a refusing port, and parsers that turn their access logs into records."
 
 from __future__ import annotations
 
+import datetime
 import os
 import pwd
 import re
@@ -73,31 +74,45 @@ def _give_to(path: Path, user: str) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-TINY_CONNECT = re.compile(r"CONNECT\s+\S+\s+\S+\s+\[\d+\]: Connect \(file descriptor \d+\): (?P<client>[\d.]+)")
-TINY_REQUEST = re.compile(r"CONNECT\s+.*?Request \(file descriptor \d+\): (?P<method>[A-Z]+) (?P<url>\S+) HTTP")
+TINY_TIME = re.compile(r"^\w+\s+(?P<stamp>\w{3} +\d+ [\d:.]+) \[")
+TINY_CONNECT = re.compile(r"\[\d+\]: Connect \(file descriptor (?P<fd>\d+)\): (?P<client>[\d.]+)")
+TINY_REQUEST = re.compile(r"Request \(file descriptor (?P<fd>\d+)\): (?P<method>[A-Z]+) (?P<url>\S+) HTTP")
 SQUID_LINE = re.compile(r"^(?P<time>[\d.]+) (?P<client>[\d.]+) (?P<method>[A-Z]+) (?P<url>\S+) (?P<status>\d+) (?P<result>\S+)")
 
 
 def parse_log(kind: str, text: str) -> list[dict]:
-    """Access-log lines as {client, method, url[, status]}."""
+    """Access-log lines as {client, method, url, t (epoch seconds)[, status]}."""
     records = []
     if kind == "squid":
         for line in text.splitlines():
             m = SQUID_LINE.match(line)
             if m and "squid-internal-mgr" not in m.group("url"):  # the harness's own look at open tunnels
-                records.append({"proxy": "squid", **m.groupdict()})
+                records.append({"proxy": "squid", **m.groupdict(), "t": float(m.group("time"))})
         return records
+    clients: dict[str, str] = {}  # file descriptor -> client: concurrent connections interleave
     client = None
     for line in text.splitlines():
         c = TINY_CONNECT.search(line)
         if c:
-            client = c.group("client")
+            client = clients[c.group("fd")] = c.group("client")
         r = TINY_REQUEST.search(line)
+        at = {"t": _tinyproxy_time(line)} if TINY_TIME.match(line) else {}
         if r:
-            records.append({"proxy": "tinyproxy", "client": client, **r.groupdict()})
+            records.append({"proxy": "tinyproxy", "client": clients.get(r.group("fd")), "method": r.group("method"),
+                            "url": r.group("url"), **at})
         elif "Access denied" in line or "denied" in line.lower():
-            records.append({"proxy": "tinyproxy", "client": client, "method": None, "url": None, "status": "403", "line": line.strip()})
+            records.append({"proxy": "tinyproxy", "client": client, "method": None, "url": None, "status": "403", "line": line.strip(), **at})
     return records
+
+
+def _tinyproxy_time(line: str) -> float:
+    """tinyproxy stamps lines in local time without a year: this year's, unless that is ahead."""
+    stamp = TINY_TIME.match(line).group("stamp")
+    now = datetime.datetime.now()
+    when = datetime.datetime.strptime(f"{now.year} {' '.join(stamp.split())}", "%Y %b %d %H:%M:%S.%f")
+    if when > now + datetime.timedelta(days=1):  # logged last year, read just after New Year
+        when = when.replace(year=now.year - 1)
+    return when.timestamp()
 
 
 def parse_squid_active(text: str) -> list[dict]:

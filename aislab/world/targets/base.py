@@ -27,6 +27,14 @@ INFRASTRUCTURE = ("idp", "controlplane", "llm", "dns", "tinyproxy", "squid")
 WITNESS_TCP, WITNESS_UDP = 15001, 15002
 # Names of the outside world as the lab's DNS answers them.
 OUTSIDE_NAMES = {"api.openai.com": "provider", "llm.provider.example": "provider"}
+# The service's host is dual-stack: its own IPv6 address (on the dead end, unique to the host)
+# and the IPv6 addresses it is given for outside names (documentation range: only its witness
+# can receive them).
+SERVICE_V6 = "fd00:a15::20"
+# Where the witness's positive-control probe goes (documentation ranges: the witness answers
+# them on the service's host, no packet can leave) and the domain of its canary names.
+PROBE_V4, PROBE_V6, PROBE_DOMAIN = "198.51.100.77", "2001:db8:a15::77", "witness.example"
+OUTSIDE_V6 = {"provider": "2001:db8:a15::40", "outside": "2001:db8:a15::41"}
 
 
 SLOTS = 32

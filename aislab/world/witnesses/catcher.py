@@ -1,6 +1,7 @@
-"""Catches connections and records who wanted what: original destination (REDIRECT), TLS
-server name, HTTP Host, method, path and body. TLS is terminated with lab-CA certificates for
-whatever name the client asks, so a service that trusts the lab CA shows its payload too.
+"""Catches connections and records who wanted what: original destination (REDIRECT or TPROXY,
+IPv4 and IPv6), TLS server name, HTTP Host, method, path, headers and body. TLS is terminated
+with lab-CA certificates for whatever name the client asks, so a service that trusts the lab CA
+shows its payload too.
 
 Threads and blocking sockets on purpose: the volume is tiny, and MSG_PEEK lets one listener
 tell TLS from plain HTTP without consuming a byte.
@@ -18,20 +19,34 @@ from collections.abc import Callable
 from dnslib import DNSRecord
 
 from aislab.world.pki import SNIContexts
+from aislab.world.witnesses.records import Recorder
 
-SO_ORIGINAL_DST = 80
-IP_TRANSPARENT = 19
-IP_RECVORIGDSTADDR = 20
+SO_ORIGINAL_DST = 80  # also IP6T_SO_ORIGINAL_DST, at level SOL_IPV6
+IP_TRANSPARENT, IPV6_TRANSPARENT = 19, 75
+IP_RECVORIGDSTADDR, IPV6_RECVORIGDSTADDR = 20, 74
 READ_TIMEOUT = 2.0
+# The harness connects straight to the witness with this line to learn that every connection
+# queued before it has been accepted (the accept queue is FIFO): a drain, not a wait.
+SENTINEL = b"AISLAB-SENTINEL "
 
 
-def original_destination(conn: socket.socket) -> tuple[str, int] | None:
+def _sockaddr(family: int, raw: bytes) -> str:
+    """A kernel sockaddr (as getsockopt and recvmsg hand it over) as `ip:port` or `[ip6]:port`."""
+    if family == socket.AF_INET6:
+        port, = struct.unpack_from("!H", raw, 2)
+        return _address(socket.inet_ntop(socket.AF_INET6, raw[8:24]), port)
+    port, addr = struct.unpack_from("!2xH4s", raw)
+    return _address(socket.inet_ntoa(addr), port)
+
+
+def original_destination(conn: socket.socket) -> str | None:
+    """Where a REDIRECTed connection was going, as `ip:port` (`[ip6]:port` for IPv6)."""
+    v6 = conn.family == socket.AF_INET6
     try:
-        raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+        raw = conn.getsockopt(socket.IPPROTO_IPV6 if v6 else socket.SOL_IP, SO_ORIGINAL_DST, 28 if v6 else 16)
     except OSError:
         return None
-    port, addr = struct.unpack_from("!2xH4s", raw)
-    return socket.inet_ntoa(addr), port
+    return _sockaddr(conn.family, raw)
 
 
 def read_http_request(stream) -> dict:
@@ -44,53 +59,59 @@ def read_http_request(stream) -> dict:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    request = {"raw": data[:256].decode("latin-1")} if not lines[0].count(" ") >= 2 else {}
-    if lines[0].count(" ") >= 2:
-        method, path, _ = lines[0].split(" ", 2)
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if ":" in line)}
-        length = int(headers.get("content-length", "0") or 0)
-        while len(body) < min(length, 1 << 20):
-            chunk = stream.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        request = {"method": method, "path": path, "host": headers.get("host"), "headers": headers,
-                   "body": body[:65536].decode("utf-8", "replace")}
-    return request
+    if lines[0].count(" ") < 2:
+        return {"raw": data[:256].decode("latin-1")}
+    method, path, _ = lines[0].split(" ", 2)
+    raw_headers = [[k.strip().lower(), v.strip()] for k, _, v in (line.partition(":") for line in lines[1:] if ":" in line)]
+    headers = {}
+    for k, v in raw_headers:
+        headers.setdefault(k, v)
+    length = int(headers.get("content-length", "0") or 0)
+    while len(body) < min(length, 1 << 20):
+        chunk = stream.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return {"method": method, "path": path, "host": headers.get("host"), "headers": headers, "rawHeaders": raw_headers,
+            "body": body[:65536].decode("utf-8", "replace")}
 
 
 class Catcher:
-    """Records each connection as a dict via `record`, then answers with `respond`."""
+    """Records each connection or datagram in `records`, then answers with `respond`."""
 
-    def __init__(self, record: Callable[[dict], None], tls: SNIContexts | None,
-                 respond: Callable[[dict], tuple[int, bytes]], redirected: bool):
-        self.record = record
+    def __init__(self, records: Recorder, tls: SNIContexts | None, respond: Callable[[dict], tuple[int, bytes]],
+                 redirected: bool, harness_ip: str | None = None):
+        self.records = records
         self.tls = tls
         self.respond = respond
         self.redirected = redirected
+        self.harness_ip = harness_ip
 
     def serve_tcp(self, host: str, port: int) -> socket.socket:
-        sock = socket.create_server((host, port), reuse_port=False, backlog=128)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=128, dualstack_ipv6=False)
         threading.Thread(target=self._accept_loop, args=(sock,), daemon=True).start()
         return sock
 
     def _accept_loop(self, sock: socket.socket) -> None:
         while True:
             conn, peer = sock.accept()
-            threading.Thread(target=self._handle, args=(conn, peer), daemon=True).start()
+            # Counted from the accept on, so "nothing pending" means every record is complete.
+            flight = self.records.in_flight()
+            flight.__enter__()
+            threading.Thread(target=self._handle, args=(conn, peer, flight), daemon=True).start()
 
-    def _handle(self, conn: socket.socket, peer) -> None:
-        entry = {"time": time.time(), "proto": "tcp", "client": peer[0]}
-        if self.redirected:
-            dst = original_destination(conn)
-            entry["dst"] = f"{dst[0]}:{dst[1]}" if dst else None
-        else:
-            entry["dst"] = "{}:{}".format(*conn.getsockname()[:2])
+    def _handle(self, conn: socket.socket, peer, flight) -> None:
+        entry = {"t": time.time(), "proto": "tcp", "client": peer[0], "ip": 6 if conn.family == socket.AF_INET6 else 4}
+        entry["dst"] = original_destination(conn) if self.redirected else _address(*conn.getsockname()[:2])
         conn.settimeout(READ_TIMEOUT)
         stream = conn
         try:
-            first = conn.recv(1, socket.MSG_PEEK)
-            if first == b"\x16" and self.tls is not None:
+            first = conn.recv(len(SENTINEL), socket.MSG_PEEK)
+            if peer[0] == self.harness_ip and first == SENTINEL:
+                entry = {"t": entry["t"], "sentinel": conn.recv(256).decode("latin-1").split()[-1]}
+                return
+            if first[:1] == b"\x16" and self.tls is not None:
                 entry["tls"] = True
                 stream = self.tls.default.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 try:
@@ -104,16 +125,19 @@ class Catcher:
         except (OSError, ssl.SSLError) as err:
             entry["error"] = f"{type(err).__name__}: {err}"
         finally:
-            self.record(entry)
+            self.records.add(entry)
+            flight.__exit__(None, None, None)
             try:
                 stream.close()
             except OSError:
                 pass
 
     def serve_udp(self, host: str, port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)  # receives what TPROXY hands over
-        sock.setsockopt(socket.SOL_IP, IP_RECVORIGDSTADDR, 1)
+        v6 = ":" in host
+        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+        # Receives what TPROXY hands over, and keeps each datagram's original destination.
+        sock.setsockopt(socket.IPPROTO_IPV6 if v6 else socket.SOL_IP, IPV6_TRANSPARENT if v6 else IP_TRANSPARENT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6 if v6 else socket.SOL_IP, IPV6_RECVORIGDSTADDR if v6 else IP_RECVORIGDSTADDR, 1)
         sock.bind((host, port))
         threading.Thread(target=self._udp_loop, args=(sock,), daemon=True).start()
         return sock
@@ -121,14 +145,25 @@ class Catcher:
     def _udp_loop(self, sock: socket.socket) -> None:
         while True:
             data, ancdata, _flags, peer = sock.recvmsg(65536, 1024)
-            entry = {"time": time.time(), "proto": "udp", "size": len(data)}
+            entry = {"t": time.time(), "proto": "udp", "client": peer[0], "size": len(data),
+                     "ip": 6 if sock.family == socket.AF_INET6 else 4, "payload": data[:512].decode("latin-1")}
             for level, kind, value in ancdata:
-                if level == socket.SOL_IP and kind == IP_RECVORIGDSTADDR:
-                    port, addr = struct.unpack_from("!2xH4s", value)
-                    entry["dst"] = f"{socket.inet_ntoa(addr)}:{port}"
+                if (level, kind) in ((socket.SOL_IP, IP_RECVORIGDSTADDR), (socket.IPPROTO_IPV6, IPV6_RECVORIGDSTADDR)):
+                    entry["dst"] = _sockaddr(sock.family, value)
             try:  # most stray UDP is DNS to a hard-coded server: say which name it asked for
-                entry["dns"] = str(DNSRecord.parse(data).q.qname).rstrip(".")
-            except Exception:  # noqa: BLE001 - not DNS, keep the raw size only
+                question = DNSRecord.parse(data).q
+                entry["dns"] = str(question.qname).rstrip(".")
+                entry["dnsType"] = question.qtype
+            except Exception:  # noqa: BLE001 - not DNS: the payload is kept as it came
                 pass
-            self.record(entry)
+            self.records.add(entry)
 
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def send_sentinel(address: tuple[str, int], ident: str, timeout: float = 3.0) -> None:
+    """Queue a sentinel connection behind everything the witness has not accepted yet."""
+    with socket.create_connection(address, timeout=timeout) as s:
+        s.sendall(SENTINEL + ident.encode() + b"\n")

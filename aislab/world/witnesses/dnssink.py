@@ -1,33 +1,44 @@
 """DNS sinkhole: answers every name (the lab's map first, the outside collector otherwise) and
-records every query, so a name looked up is evidence even when no connection follows."""
+records every query, so a name looked up is evidence even when no connection follows.
+
+The service's host is dual-stack, so it is also given AAAA answers for names outside the lab:
+addresses in the IPv6 documentation range that only its egress witness can receive, so an
+attempt over IPv6 is witnessed like one over IPv4. Other hosts (the proxies) get IPv4 only.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-from dnslib import QTYPE, RR, A
+from dnslib import AAAA, QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 
 class SinkholeResolver(BaseResolver):
-    def __init__(self, names: dict[str, str], default_ip: str, record: Callable[[dict], None]):
+    def __init__(self, names: dict[str, str], default_ip: str, record: Callable[[dict], dict],
+                 v6_for: str | None = None, names_v6: dict[str, str] | None = None, default_v6: str | None = None):
         self.names = {k.lower().rstrip("."): v for k, v in names.items()}
         self.default_ip = default_ip
         self.record = record
+        self.v6_for = v6_for
+        self.names_v6 = {k.lower().rstrip("."): v for k, v in (names_v6 or {}).items()}
+        self.default_v6 = default_v6
 
     def resolve(self, request, handler):
         name = str(request.q.qname).rstrip(".").lower()
         qtype = QTYPE[request.q.qtype]
-        self.record({"time": time.time(), "client": handler.client_address[0], "name": name, "type": qtype})
+        client = handler.client_address[0]
+        self.record({"client": client, "name": name, "type": qtype})
         reply = request.reply()
-        if qtype == "A":  # AAAA and the rest: no data, so clients fall back to IPv4 at once
+        if qtype == "A":
             reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.names.get(name, self.default_ip)), ttl=5))
-        return reply
+        elif qtype == "AAAA" and client == self.v6_for and not name.endswith(".lab") and self.default_v6:
+            address = self.names_v6.get(name, self.default_v6)
+            reply.add_answer(RR(request.q.qname, QTYPE.AAAA, rdata=AAAA(address), ttl=5))
+        return reply  # other types: no data, so clients go on at once
 
 
-def serve(address: str, names: dict[str, str], default_ip: str, record: Callable[[dict], None]) -> list[DNSServer]:
-    resolver = SinkholeResolver(names, default_ip, record)
+def serve(address: str, resolver: SinkholeResolver) -> list[DNSServer]:
     quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data")
     servers = [DNSServer(resolver, address=address, port=53, logger=quiet, tcp=tcp) for tcp in (False, True)]
     for server in servers:

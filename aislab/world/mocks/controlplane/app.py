@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
 import time
 import uuid
@@ -18,11 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from aislab.world.mocks.controlplane.rbac import Directory, Principal
-from aislab.world.mocks.controlplane.routes import Route, match, meaning_of
+from aislab.world.mocks.controlplane.routes import Route, effective_method, match, meaning_of
 from aislab.world.mocks.controlplane.store import Store
 from aislab.world.mocks.idp.tokens import AUDIENCE
-
-ADMIN_HEADER = "x-lab-admin"
+from aislab.world.witnesses.records import ADMIN_HEADER, Recorder
 
 
 class Problem(Exception):
@@ -43,9 +41,8 @@ class ControlPlane:
         self.store = store
         jwks = json.loads((state_dir / "jwks.json").read_text())
         self.keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
-        self.journal: list[dict] = []
+        self.journal = Recorder(admin_secret)  # every request, for the lab's whole life
         self.audit: list[dict] = []
-        self._seq = itertools.count(1)
         self._storage_secret = uuid.uuid4().bytes
 
     # --- ASGI entry --------------------------------------------------------------------
@@ -69,19 +66,22 @@ class ControlPlane:
     async def _serve(self, request: Request, raw_path: str) -> Response:
         started = time.monotonic()
         body = await request.body()
+        raw_headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw]
+        method = effective_method(request.method, dict(request.headers), parse_qs(request.url.query))
         entry = {
-            "seq": next(self._seq),
             "requestId": uuid.uuid4().hex,
             "time": _now(),
             "client": request.client.host if request.client else None,
-            "method": request.method,
+            "method": method,
+            "wireMethod": request.method,
             "rawPath": raw_path,
             "query": request.url.query,
             "headers": dict(request.headers),
+            "rawHeaders": raw_headers,
             "body": body.decode("utf-8", "replace")[:4096],
-            "meaning": meaning_of(request.method, raw_path),
+            "meaning": meaning_of(method, raw_path),
         }
-        route, params = match(request.method, raw_path)
+        route, params = match(method, raw_path)
         entry["operation"] = route.operation if route else None
         entry["params"] = params
         principal = None
@@ -103,13 +103,16 @@ class ControlPlane:
         entry["status"] = response.status_code
         entry["responseBody"] = response.body.decode("utf-8", "replace")[:65536]
         entry["durationMs"] = round((time.monotonic() - started) * 1000, 2)
-        self.journal.append(entry)
+        self.journal.add(entry)
         if principal is not None and entry["operation"] != "audit":
             self._record_audit(entry, principal, route, params)
         return response
 
     def _authenticate(self, request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
+        given = request.headers.getlist("authorization")
+        if len(given) > 1:  # which one would count is up to each server: refuse the ambiguity
+            raise Problem(400, "Bad Request", f"{len(given)} Authorization headers")
+        header = given[0] if given else ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "Unauthorized", "missing bearer token")
@@ -389,10 +392,10 @@ class ControlPlane:
     async def _admin(self, request: Request, raw_path: str) -> Response:
         if not hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_secret):
             return JSONResponse({"error": "lab admin secret required"}, 403)
-        if raw_path == "/_lab/journal":
-            return JSONResponse(self.journal)
+        if raw_path == "/_lab/records":
+            return await self.journal.endpoint(request)
         if raw_path == "/_lab/reset" and request.method == "POST":
-            self.journal.clear()
+            # A fresh control plane per scenario; its journal is the lab's and stays.
             self.audit.clear()
             self.store.reset()
             return JSONResponse({"digest": self.store.digest()})

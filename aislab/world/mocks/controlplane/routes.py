@@ -1,8 +1,8 @@
 """The control plane's route table: every endpoint the MCP tools call, plus the mutating ones.
 
 Each route says what it MEANS (read or mutate) so read-only is judged by meaning, not by verb:
-`read_artifact`'s POST is a read; any unknown route hit with a non-GET verb counts as a
-mutation attempt.
+`read_artifact`'s POST is a read; a request to an unknown route means a change when its verb
+is not safe or its path names a change (see `meaning_of`).
 """
 
 from __future__ import annotations
@@ -102,9 +102,39 @@ def match(method: str, raw_path: str) -> tuple[Route | None, dict[str, str]]:
     return None, {}
 
 
+# Path words that name a change: a request ending in one means a change whatever its verb.
+MUTATING_WORDS = frozenset({"run", "rerun", "abort", "cancel", "delete", "remove", "create", "update", "execute",
+                            "trigger", "start", "stop", "restart", "approve", "tags", "patch", "set", "enable", "disable"})
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# How clients smuggle another verb past a proxy or a verb-based read-only check.
+OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
+def effective_method(method: str, headers: dict[str, str], query: dict[str, list[str]]) -> str:
+    """The verb a request means: an override header or `_method` parameter wins, as many
+    frameworks honour them (the mock honours them too, so a smuggled change really happens)."""
+    for name in OVERRIDE_HEADERS:
+        if headers.get(name):
+            return headers[name].strip().upper()
+    if query.get("_method"):
+        return query["_method"][0].strip().upper()
+    return method
+
+
 def meaning_of(method: str, raw_path: str) -> str:
-    """What a request means: read, mutate, or (unknown route) by its verb."""
+    """What a request means, by meaning and not by verb: a known route's own meaning; else a
+    change if the verb is not safe, if the path is a mutating route's under another verb, or if
+    it ends in a word that names a change; else `unknown` (a read of nothing the API has)."""
     route, _ = match(method, raw_path)
     if route:
         return route.meaning
-    return "read" if method in ("GET", "HEAD", "OPTIONS") else "mutate"
+    if method not in SAFE_METHODS:
+        return "mutate"
+    if any(r.meaning == "mutate" for r in _routes_for_any_method(raw_path)):
+        return "mutate"
+    last = unquote(raw_path.rstrip("/").rsplit("/", 1)[-1]).lower()
+    return "mutate" if last in MUTATING_WORDS or any(last.startswith(w + "-") for w in MUTATING_WORDS) else "unknown"
+
+
+def _routes_for_any_method(raw_path: str) -> list[Route]:
+    return [r for r in {match(m, raw_path)[0] for m in ("GET", "POST", "PUT", "PATCH", "DELETE")} if r]

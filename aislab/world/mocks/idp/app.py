@@ -1,4 +1,9 @@
-"""The IdP host: OIDC discovery and JWKS, as Dex serves them (and `/keys` like the vendor's stub)."""
+"""The IdP host: OIDC discovery and JWKS, as Dex serves them (and `/keys` like the vendor's stub).
+
+It also serves an attacker's key material under `/attacker/` (a JWKS and a certificate the
+issuer never published), which the header-injection tokens point at (`jku`, `x5u`): a service
+that trusts the token's header fetches them, and every request here is recorded.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,20 @@ import json
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from aislab.world.witnesses.records import Recorder
 
-def create_app(state_dir: Path, issuer: str) -> Starlette:
+ATTACKER_JWKS = "/attacker/jwks.json"
+ATTACKER_CERT = "/attacker/cert.pem"
+
+
+def create_app(state_dir: Path, issuer: str, records: Recorder) -> Starlette:
     jwks = json.loads((state_dir / "jwks.json").read_text())
+    attacker_jwks = json.loads((state_dir / "attacker-jwks.json").read_text())
+    attacker_cert = (state_dir / "attacker-cert.pem").read_text()
     discovery = {
         "issuer": issuer,
         "jwks_uri": f"{issuer}/keys",
@@ -23,16 +36,18 @@ def create_app(state_dir: Path, issuer: str) -> Starlette:
         "scopes_supported": ["openid", "email", "groups", "profile", "offline_access"],
         "claims_supported": ["sub", "email", "groups", "exp", "iss", "aud"],
     }
+    served = {
+        "/.well-known/openid-configuration": lambda: JSONResponse(discovery),
+        "/keys": lambda: JSONResponse(jwks),
+        ATTACKER_JWKS: lambda: JSONResponse(attacker_jwks),
+        ATTACKER_CERT: lambda: PlainTextResponse(attacker_cert, media_type="application/pem-certificate-chain"),
+    }
 
-    async def well_known(_request):
-        return JSONResponse(discovery)
+    async def anything(request: Request) -> Response:
+        records.add({"client": request.client.host if request.client else None, "method": request.method,
+                     "path": request.url.path, "query": request.url.query,
+                     "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw]})
+        serve = served.get(request.url.path) if request.method == "GET" else None
+        return serve() if serve else JSONResponse({"error": "not found"}, 404)
 
-    async def keys(_request):
-        return JSONResponse(jwks)
-
-    return Starlette(
-        routes=[
-            Route("/.well-known/openid-configuration", well_known),
-            Route("/keys", keys),
-        ]
-    )
+    return Starlette(routes=[*records.routes(), Route("/{path:path}", anything, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])])

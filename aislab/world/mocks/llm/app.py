@@ -1,7 +1,8 @@
 """The LLM host: OpenAI-compatible `/v1/chat/completions` (plain and streaming) and `/v1/models`.
 
-Every request is recorded with its headers, advertised tools and messages: the record, not
-the service's word, is the evidence of what reached the model provider.
+Every request, on any path and with any method, is recorded with all its headers (repeated
+ones too), its query and its body: the record, not the service's word, is the evidence of what
+reached the model provider.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from aislab.world.mocks.llm.script import ScriptError, Turn, conversation_of, plan_turn, validate
+from aislab.world.witnesses.records import Recorder
 
-ADMIN_HEADER = "x-lab-admin"
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 class MockLLM:
     def __init__(self, api_key: str, admin_secret: str, model: str = "lab-model"):
         self.api_key = api_key
-        self.admin_secret = admin_secret
         self.model = model
-        self.requests: list[dict] = []
+        self.requests = Recorder(admin_secret)
         self.scripts: dict[str, dict] = {}
         self.barriers: dict[str, tuple[int, asyncio.Event]] = {}
 
@@ -36,24 +37,35 @@ class MockLLM:
             routes=[
                 Route("/v1/chat/completions", self.completions, methods=["POST"]),
                 Route("/v1/models", self.models),
-                Route("/_lab/requests", self.admin_requests),
+                *self.requests.routes(),
                 Route("/_lab/reset", self.admin_reset, methods=["POST"]),
                 Route("/_lab/scripts", self.admin_scripts, methods=["POST"]),
+                Route("/{path:path}", self.anything_else, methods=ALL_METHODS),
             ]
         )
 
     # --- provider API ------------------------------------------------------------------
     def _record(self, request: Request, body) -> dict:
-        entry = {
-            "time": time.time(),
+        return self.requests.add({
             "client": request.client.host if request.client else None,
             "method": request.method,
             "path": request.url.path,
+            "query": request.url.query,
             "headers": dict(request.headers),
+            "rawHeaders": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
             "body": body,
-        }
-        self.requests.append(entry)
-        return entry
+        })
+
+    async def anything_else(self, request: Request) -> Response:
+        """Any other path or method: recorded like the chat API (a token sent to
+        /v1/embeddings or in a HEAD request is still sent to the provider), then 404."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        self._record(request, body)
+        return self._error(404, f"no such endpoint: {request.method} {request.url.path}", "not_found")
 
     def _authorized(self, request: Request) -> bool:
         expected = f"Bearer {self.api_key}"
@@ -137,24 +149,16 @@ class MockLLM:
         yield "data: [DONE]\n\n"
 
     # --- lab admin ---------------------------------------------------------------------
-    def _admin_ok(self, request: Request) -> bool:
-        return hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_secret)
-
-    async def admin_requests(self, request: Request) -> Response:
-        if not self._admin_ok(request):
-            return JSONResponse({"error": "lab admin secret required"}, 403)
-        return JSONResponse(self.requests)
-
     async def admin_reset(self, request: Request) -> Response:
-        if not self._admin_ok(request):
+        """Forget the scripts (the record of requests is kept for the lab's whole life)."""
+        if not self.requests.authorized(request):
             return JSONResponse({"error": "lab admin secret required"}, 403)
-        self.requests.clear()
         self.scripts.clear()
         self.barriers.clear()
         return JSONResponse({"ok": True})
 
     async def admin_scripts(self, request: Request) -> Response:
-        if not self._admin_ok(request):
+        if not self.requests.authorized(request):
             return JSONResponse({"error": "lab admin secret required"}, 403)
         try:
             scripts = [validate(s) for s in json.loads(await request.body())]

@@ -1,0 +1,76 @@
+"""The harness's side of the recording hosts: marks (a scenario's window), the whole life, and
+drains (waiting until what has begun to be recorded is complete)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+
+from aislab.world.targets.base import LabError
+from aislab.world.witnesses.catcher import send_sentinel
+from aislab.world.witnesses.records import ADMIN_HEADER
+
+# Every host that keeps a record, and what it records.
+RECORDING_HOSTS = {
+    "controlplane": "every control-plane request (the journal)",
+    "llm": "every request to the lab's LLM",
+    "provider": "every request to the third-party LLM provider",
+    "witness": "every attempt to leave the service's host (TCP, UDP, IPv4, IPv6)",
+    "outside": "everything that reached the outside world",
+    "dns": "every DNS query",
+    "idp": "every request to the identity provider",
+}
+
+
+class WitnessReader:
+    def __init__(self, http: httpx.Client, url_of: Callable[[str], str], admin_secret: str):
+        self.http = http
+        self.url_of = url_of
+        self.admin_secret = admin_secret
+        self.marks = dict.fromkeys(RECORDING_HOSTS, 0)
+
+    def _get(self, host: str, since: int) -> dict:
+        response = self.http.get(f"{self.url_of(host)}/_lab/records", params={"since": since},
+                                 headers={ADMIN_HEADER: self.admin_secret})
+        if response.status_code != 200:
+            raise LabError(f"reading the records of {host} failed: {response.status_code} {response.text[:300]}")
+        return response.json()
+
+    def head(self, host: str) -> int:
+        """The mark that a window opened now would start from."""
+        return self._get(host, 1 << 62)["next"]
+
+    def mark_all(self) -> None:
+        """Start a new window on every host (nothing is forgotten: the life stays readable)."""
+        for host in RECORDING_HOSTS:
+            self.marks[host] = self.head(host)
+
+    def since(self, host: str, mark: int) -> list[dict]:
+        """What `host` recorded from `mark` on (the harness's own drain sentinels left out)."""
+        return [r for r in self._get(host, mark)["records"] if "sentinel" not in r]
+
+    def since_mark(self, host: str) -> list[dict]:
+        return self.since(host, self.marks[host])
+
+    def whole_life(self, host: str) -> list[dict]:
+        return self.since(host, 0)
+
+    def drain(self, witness_address: tuple[str, int], timeout: float = 5.0) -> None:
+        """Wait until every connection the service made so far is completely recorded: a
+        sentinel queued behind them on the witness proves they were all accepted, and then
+        nothing may be pending anywhere."""
+        ident = uuid.uuid4().hex
+        send_sentinel(witness_address, ident)
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = any(r.get("sentinel") == ident for r in self._get("witness", self.marks["witness"])["records"])
+            pending = {h: self._get(h, 1 << 62)["pending"] for h in ("witness", "outside")}
+            if seen and not any(pending.values()):
+                return
+            if time.monotonic() >= deadline:
+                raise LabError(f"the witnesses did not finish recording within {timeout:.0f}s (sentinel seen: {seen}, pending: {pending})")
+            threading.Event().wait(0.02)  # back-off between looks
