@@ -33,3 +33,8 @@ Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
     When the reader asks the assistant to use every tool on every resource
     And the service idles for the profile's idle window
     Then the conversation's content reached the configured LLM and nothing else
+
+  @AIS-AIRGAP-03 @lifetime
+  Scenario: Over the service's whole life, in every configuration, conversation content went to the configured LLM only
+    When the service's life ends: it is stopped and its last words are recorded
+    Then no conversation's content reached anything but the LLM configured at the time

@@ -52,6 +52,12 @@ Feature: Authorization - the same access as the user, no more, no less
   Rule: A denial stays a denial
 
     @AIS-RBAC-04
+    Scenario: A denial is never handed to the model as an empty result
+      When the team member chats following the LLM script "list-workflows" in env-prod, where the list is denied to them
+      And the team member chats following the LLM script "list-workflows" in env-sandbox, where it is allowed and empty, twice
+      Then the model could tell the denial from the empty result
+
+    @AIS-RBAC-04
     Scenario: A control-plane denial is reported as a denial and never retried with other credentials, however often it comes
       When the resource-group-limited member chats following the LLM script "denied-workflow" 4 times
       Then in every one of those chats the denial of "ledger-reconcile" reached the model as a denial, and was not retried with other credentials

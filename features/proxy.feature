@@ -11,9 +11,10 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
   Rule: The model provider is reached through the proxy, only
 
     @AIS-PROXY-01
-    Scenario Outline: Every request to a third-party LLM over <scheme> goes through <proxy>
+    Scenario Outline: Every request to a third-party LLM over <scheme> goes through <proxy>, failing or not
       Given the service uses a third-party LLM over <scheme> through <proxy>
-      When the reader chats following the LLM script "list-workflows"
+      When the reader chats following the LLM script "provider-failure" 3 times
+      And the reader chats following the LLM script "list-workflows"
       Then the service made no direct attempt to reach the LLM provider
       And every LLM request reached the provider through <proxy>, as a <scheme> request
       And the chat succeeded
@@ -26,12 +27,10 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
         | http   | squid     |
 
     @AIS-PROXY-02
-    Scenario Outline: NO_PROXY destinations are reached directly and everything else through <proxy>
+    Scenario Outline: NO_PROXY destinations are reached directly, with <proxy> in use
       Given the service uses a third-party LLM over https through <proxy>
       When the reader chats following the LLM script "list-workflows"
-      Then the service made no direct attempt to reach the LLM provider
-      And every LLM request reached the provider through <proxy>, as a https request
-      And the control plane was reached directly, never through a proxy
+      Then the control plane was reached directly, never through a proxy
 
       Examples:
         | proxy     |

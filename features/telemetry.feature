@@ -30,4 +30,5 @@ Feature: Telemetry - DO_NOT_TRACK=true stops diagnostic telemetry
   Scenario: With telemetry left on, the witness does see the service's telemetry
     Given the service has just started with telemetry left on
     When the reader chats following the LLM script "list-workflows"
+    And the reader chats following the LLM script "provider-failure"
     Then the egress witness saw the service's telemetry

@@ -1,4 +1,5 @@
-"""`python -m mutants NAME`: serve the reference service with one known defect."""
+"""`python -m mutants NAME[,NAME...]`: serve the reference service with known defects (or
+conformant variants) applied one over the other."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ from reference_service.app import build_components
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in VARIANTS:
-        raise SystemExit(f"usage: python -m mutants NAME; known: {', '.join(sorted(VARIANTS))}")
-    make = VARIANTS[sys.argv[1]]
-    serve(lambda settings: make(build_components(settings)))
+    names = sys.argv[1].split(",") if len(sys.argv) == 2 else []
+    if not names or any(n not in VARIANTS for n in names):
+        raise SystemExit(f"usage: python -m mutants NAME[,NAME...]; known: {', '.join(sorted(VARIANTS))}")
+
+    def components(settings):
+        c = build_components(settings)
+        for name in names:
+            c = VARIANTS[name](c)
+        return c
+
+    serve(components)
 
 
 if __name__ == "__main__":

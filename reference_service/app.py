@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -38,6 +39,7 @@ class Components:
     toolbox: ToolBox
     agent: Agent
     telemetry: Telemetry
+    wrap_app: Callable[[Starlette], Callable] = lambda app: app  # ASGI middleware around the whole service
 
 
 def build_components(settings: Settings) -> Components:
@@ -88,5 +90,6 @@ def create_app(c: Components) -> Starlette:
     async def lifespan(_app):
         c.telemetry.event("service_started")
         yield
+        await c.telemetry.close()
 
-    return Starlette(routes=[Route("/", health), Route("/api/v1/chat", chat, methods=["POST"])], lifespan=lifespan)
+    return c.wrap_app(Starlette(routes=[Route("/", health), Route("/api/v1/chat", chat, methods=["POST"])], lifespan=lifespan))

@@ -37,6 +37,11 @@ class Telemetry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def close(self) -> None:
+        """At shutdown: let events already on their way arrive (no new ones are made)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2)
+
     async def _send(self, name: str, properties: dict) -> None:
         payload = {
             "event": name,

@@ -3,6 +3,8 @@ control, the service's network configurations, the idle window and the service's
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 
 import pytest
@@ -10,7 +12,7 @@ from pytest_bdd import given, parsers, then, when
 
 from aislab.judging import lifetime, network_checks
 from aislab.judging.network_checks import NetView, dst_ip
-from aislab.judging.verdict import NOT_APPLICABLE
+from aislab.judging.verdict import NOT_APPLICABLE, undetermined_unless, violation_if
 from aislab.world.targets.base import OUTSIDE_NAMES, OUTSIDE_V6, PROBE_DOMAIN, PROBE_V4, PROBE_V6
 
 PROVIDER_URLS = {"https": "https://api.openai.com/v1", "http": "http://llm.provider.example/v1"}
@@ -173,3 +175,16 @@ def air_gap_life(lab, periods, provider_names, evidence):
         pytest.skip(f"{NOT_APPLICABLE} no service instance ran air-gapped in this run")
     evidence["judged-periods"] = lifetime.nothing_non_essential(
         judged, essential(lab, provider_names), "traffic left the infrastructure while the service was air-gapped")
+
+
+@then("no conversation's content reached anything but the LLM configured at the time")
+def content_life(lab, periods, provider_names, evidence):
+    marker = re.compile(rf"CANARY_[a-z]+_[A-Za-z0-9.-]+_{lab.nonce}|\[conv:[A-Za-z0-9_-]+\]")
+    find = lambda text: set(marker.findall(text))  # noqa: E731 - the content any chat carried: canaries, conversation tags
+    # Positive control: the detector finds the content where it is allowed to be, at the LLMs.
+    sent = find(json.dumps(lab.witnesses.whole_life("llm") + lab.witnesses.whole_life("provider")))
+    undetermined_unless(sent, "positive control failed: no conversation content was found even at the configured LLMs")
+    leaks = {p.label: found for p in periods if (found := lifetime.content_elsewhere(p, essential(lab, provider_names), find))}
+    evidence["content-found-at-the-llms"] = len(sent)
+    violation_if(leaks, "conversation content went somewhere other than the configured LLM: "
+                        + "; ".join(f"{label}: {found[:2]}" for label, found in list(leaks.items())[:3]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_bdd import given, parsers, scenarios, then
+from pytest_bdd import given, parsers, scenarios, then, when
 
 from aislab.judging import checks
 from aislab.judging.credentials import CredentialIndex, token_subject
@@ -52,3 +52,21 @@ def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence
 def denial(chat_log: list[Chat], workflow):
     for chat in chat_log:
         checks.denial_reported_not_retried(chat.window, chat.token, workflow)
+
+
+@when(parsers.re(r'the (?P<persona>.+?) chats following the LLM script "(?P<script_name>[^"]+)" in (?P<env>env-[a-z]+), '
+                 r"where the list is denied to them$"), target_fixture="denied_chat")
+def denied_list(lab, observer, script_book, persona, script_name, env) -> Chat:
+    return scripted_chat(lab, observer, script_book, persona, script_name, env)
+
+
+@when(parsers.re(r'the (?P<persona>.+?) chats following the LLM script "(?P<script_name>[^"]+)" in (?P<env>env-[a-z]+), '
+                 r"where it is allowed and empty, twice$"), target_fixture="empty_chats")
+def empty_list(lab, observer, script_book, persona, script_name, env) -> list[Chat]:
+    # Twice: what differs between two identical empty results varies by design (an id, a time).
+    return [scripted_chat(lab, observer, script_book, persona, script_name, env) for _ in range(2)]
+
+
+@then("the model could tell the denial from the empty result")
+def told_apart(denied_chat: Chat, empty_chats: list[Chat], evidence):
+    evidence["results"] = checks.denial_told_apart(denied_chat.window, [c.window for c in empty_chats], "list_workflows")

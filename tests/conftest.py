@@ -11,9 +11,14 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     tr = terminalreporter
     tr.section("kill matrix")
-    for row in json.loads(MATRIX_FILE.read_text())["mutants"]:
-        status = "clean" if not row["declared"] and not row["violated"] else "KILLED" if row["killed"] and not row["over_broad"] else "SURVIVED" if not row["killed"] else "OVER-BROAD"
-        tr.write_line(f"{row['service']:<32} {row['target']:<7} {status:<10} violated={','.join(row['violated']) or '-'}  ({row['seconds']}s)")
+    for row in json.loads(MATRIX_FILE.read_text())["rows"]:
+        if not row["declared"]:
+            status = "clean" if row["result"] == "conformant" else "NOT CLEAN"
+        elif not row["killed"]:
+            status = "SURVIVED"
+        else:
+            status = "OVER-BROAD" if row["over_broad"] else f"KILLED ({row['killed_in']})"
+        tr.write_line(f"{row['service']:<40} {row['target']:<7} {status:<22} violated={','.join(row['violated']) or '-'}  ({row['seconds']}s)")
 
 
 def pytest_configure(config):

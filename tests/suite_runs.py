@@ -39,11 +39,13 @@ class SuiteRun:
 
 
 def run_suite(name: str, report_dir: Path, mutant: str | None = None, extra: list[str] | None = None,
-              driver: Path = DRIVERS / "reference.yaml", expect_no_report: bool = False) -> SuiteRun:
+              driver: Path | None = None, expect_no_report: bool = False) -> SuiteRun:
+    """The suite in a subprocess. `mutant`: the variant a defect driver selects through
+    AIS_MUTANT (the reference's mutants unless another defect driver is given)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     if mutant:
         env["AIS_MUTANT"] = mutant
-        driver = DRIVERS / "mutant.yaml"
+    driver = driver or DRIVERS / ("mutant.yaml" if mutant else "reference.yaml")
     cmd = [sys.executable, "-m", "pytest", "steps", "-q", "--driver", str(driver), "--report-dir", str(report_dir), *(extra or [])]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)

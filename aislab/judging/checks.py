@@ -216,6 +216,31 @@ def denial_reported_not_retried(window: Window, token: str, workflow: str) -> No
     undetermined_unless(not unrecognised, f"the denial reached the model in words the harness does not recognise as a denial: {unrecognised}")
 
 
+def _parsed(text: str | None):
+    try:
+        return json.loads(text or "")
+    except ValueError:
+        return text
+
+
+def denial_told_apart(denied: Window, empties: list[Window], tool: str) -> dict:
+    """What the model received for a denied call must differ from what it receives for the
+    same call allowed but empty, beyond what differs between two identical empty results.
+    Judged by comparison, not by reading words: identical means the denial was hidden."""
+    statuses = ([e["status"] for e in api_calls(denied)], [[e["status"] for e in api_calls(w)] for w in empties])
+    undetermined_unless(403 in statuses[0] and all(s and all(c == 200 for c in s) for s in statuses[1]),
+                        f"positive control failed: the control plane did not deny, then allow, the call as planned (statuses: {statuses})")
+    results = [next((x.result for x in tool_exchanges(w.llm) if x.name == tool), None) for w in (denied, *empties)]
+    undetermined_unless(None not in results, f"the model's {tool} calls were not all answered, so nothing can be compared")
+    mine, empty_a, empty_b = (_parsed(r) for r in results)
+    varies = _volatile_json(empty_a, empty_b)
+    comparison = {"denied": results[0], "allowed-and-empty": results[1:], "volatile": sorted(varies)}
+    undetermined_unless("" not in varies, "two identical empty results differ as a whole, so a denial cannot be compared with them")
+    violation_if(_without(mine, varies) == _without(empty_a, varies),
+                 f"the model received the same for a denied {tool} as for an allowed, empty one ({results[0][:200]!r}): the denial was hidden")
+    return comparison
+
+
 # --- read-only -------------------------------------------------------------------------
 def advertised_tools(window: Window) -> list[str]:
     return sorted({t.get("function", {}).get("name", "") for r in window.llm

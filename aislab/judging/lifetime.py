@@ -6,6 +6,7 @@ shutdown is judged like what it does during a chat."""
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,21 @@ def non_essential(period: Period, essential: Essential) -> list[str]:
     if llm != essential.provider_names:
         found += [f"reached the LLM provider: {r['method']} {r['path']}" for r in period.provider]
     return found
+
+
+def content_elsewhere(period: Period, essential: Essential, find: Callable[[str], set[str]]) -> list[str]:
+    """Conversation content (what `find` recognises) in anything this period sent that was not
+    for its own configured LLM: an attempt, the outside world, a lookup, a proxy request."""
+    llm = essential.llm(period)
+    places = {
+        "an attempt to leave": [r for r in period.witness if not bound_for(r, set(llm), set(llm))],
+        "the outside world": period.outside,
+        "a DNS lookup": period.dns,
+        "a proxy request": [p for p in period.proxy if not any(n in (p.get("url") or "") for n in llm)],
+        "the LLM provider": [] if llm == essential.provider_names else period.provider,
+    }
+    return [f"{sorted(found)[:3]} in {where}: {_where(r)}" for where, records in places.items()
+            for r in records if (found := find(json.dumps(r)))]
 
 
 def nothing_non_essential(judged: list[Period], essential: Essential, claim: str) -> list[dict]:

@@ -21,6 +21,8 @@ class NetView:
 
     @classmethod
     def of(cls, lab) -> "NetView":
+        """What the witnesses saw in the current window, once everything begun is recorded."""
+        lab.drain_witnesses()
         return cls(lab.records("witness"), lab.records("dns"), lab.records("outside"), lab.records("provider"), lab.proxy_records())
 
     def as_evidence(self) -> dict:

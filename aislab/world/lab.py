@@ -304,7 +304,11 @@ class Lab:
             self.service = None
         if self.life and self.life[-1].stopped is None:
             self.life[-1].stopped = time.time()
-            self.witnesses.drain((self.target.address("service"), WITNESS_TCP))
+            self.drain_witnesses()
+
+    def drain_witnesses(self) -> None:
+        """Wait until everything the service has sent so far is completely recorded."""
+        self.witnesses.drain((self.target.address("service"), WITNESS_TCP))
 
     def down(self) -> None:
         """Tear the lab down and delete its state (keys, secrets, logs): what a report keeps

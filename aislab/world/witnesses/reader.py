@@ -63,12 +63,13 @@ class WitnessReader:
         """Wait until every connection the service made so far is completely recorded: a
         sentinel queued behind them on the witness proves they were all accepted, and then
         nothing may be pending anywhere."""
-        ident = uuid.uuid4().hex
+        ident, head = uuid.uuid4().hex, self.head("witness")
         send_sentinel(witness_address, ident)
         deadline = time.monotonic() + timeout
         while True:
-            seen = any(r.get("sentinel") == ident for r in self._get("witness", self.marks["witness"])["records"])
-            pending = {h: self._get(h, 1 << 62)["pending"] for h in ("witness", "outside")}
+            witness = self._get("witness", head)
+            seen = any(r.get("sentinel") == ident for r in witness["records"])
+            pending = {"witness": witness["pending"], "outside": self._get("outside", 1 << 62)["pending"]}
             if seen and not any(pending.values()):
                 return
             if time.monotonic() >= deadline:

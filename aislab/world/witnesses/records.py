@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from starlette.requests import Request
@@ -28,6 +29,7 @@ class Recorder:
         self.admin_secret = admin_secret
         self.items: list[dict] = []
         self.pending = 0
+        self.queued: list[Callable[[], int]] = []  # what is waiting to be read (datagrams in a socket)
         self._lock = threading.Lock()
 
     def add(self, entry: dict) -> dict:
@@ -49,8 +51,9 @@ class Recorder:
                 self.pending -= 1
 
     def snapshot(self, since: int) -> dict:
+        waiting = sum(count() for count in self.queued)
         with self._lock:
-            return {"records": self.items[since:], "next": len(self.items), "pending": self.pending}
+            return {"records": self.items[since:], "next": len(self.items), "pending": self.pending + waiting}
 
     def authorized(self, request: Request) -> bool:
         return hmac.compare_digest(request.headers.get(ADMIN_HEADER, ""), self.admin_secret)
