@@ -21,6 +21,11 @@ class ChatExchange:
     body: Any
     seconds: float
 
+    def __repr__(self) -> str:
+        # The body is whole tool results: the evidence attachments hold it, a repr only sums it up.
+        answer = "no answer" if self.answer is None else f"answer of {len(self.answer)} characters"
+        return f"ChatExchange({self.user or 'anonymous'}: HTTP {self.status}, {answer}, {self.seconds:.2f} s)"
+
 
 def _dig(doc: Any, dotted: str) -> Any:
     for part in dotted.split("."):
