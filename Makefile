@@ -37,7 +37,7 @@ conformance: setup $(if $(findstring docker,$(ARGS)),docker-engine)
 	rm -rf $(REPORT_DIR)
 	@status=0; $(PY) -m pytest steps --report-dir $(REPORT_DIR) --junitxml $(REPORT_DIR)/junit.xml \
 		--alluredir $(REPORT_DIR)/allure-results $(ARGS) || status=$$?; \
-	scripts/html-report.sh $(REPORT_DIR); \
+	PY=$(PY) scripts/html-report.sh $(REPORT_DIR); \
 	exit $$status
 
 # The project's own tests, including every known-bad variant against the suite.

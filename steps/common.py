@@ -33,8 +33,12 @@ class Chat:
     digest_before: str
     digest_after: str
 
-    def __repr__(self) -> str:  # what a report shows of it: never the token
-        return f"Chat({self.persona or 'anonymous'}, conversation {self.conversation}, HTTP {self.exchange.status})"
+    def __repr__(self) -> str:
+        # A step argument in the Allure drill-down and in tracebacks: never the user's token.
+        who = f"{self.persona} ({self.sub})" if self.persona else "anonymous"
+        state = "unchanged" if self.digest_before == self.digest_after else "changed"
+        return (f"Chat({who} in {self.environment}, conversation {self.conversation}: HTTP {self.exchange.status}, "
+                f"{len(self.window.llm)} LLM requests, {len(self.window.cp)} control-plane requests, state {state})")
 
 
 def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | None, script: dict | None,

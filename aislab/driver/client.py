@@ -23,8 +23,10 @@ class ChatExchange:
     headers: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None  # why there is no answer (a timeout, a refused connection)
 
-    def __repr__(self) -> str:  # what a report shows of it: never the prompt's or answer's secrets
-        return f"ChatExchange(user={self.user!r}, status={self.status}, seconds={self.seconds:.2f})"
+    def __repr__(self) -> str:
+        # The body is whole tool results: the evidence attachments hold it, a repr only sums it up.
+        answer = "no answer" if self.answer is None else f"answer of {len(self.answer)} characters"
+        return f"ChatExchange({self.user or 'anonymous'}: HTTP {self.status}, {answer}, {self.seconds:.2f} s)"
 
 
 def _dig(doc: Any, dotted: str) -> Any:

@@ -76,6 +76,10 @@ class Driver:
     secret_env: tuple[str, ...] = ("LLM_API_KEY",)
     notes: str = ""
 
+    def __repr__(self) -> str:
+        # Shown in reports and tracebacks: no machine path, and never the env values it maps.
+        return f"Driver({self.name} {self.version}, {self.path.name})"
+
     def applies(self, family: str) -> bool:
         return family in self.families and not (self.auth == "none" and family in IDENTITY_FAMILIES)
 

@@ -14,6 +14,9 @@ class Window:
     llm: list[dict]
     harness_cp: list[dict] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return f"Window({len(self.llm)} LLM requests, {len(self.cp)} control-plane requests)"
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -25,6 +28,9 @@ class Observer:
     def __init__(self, lab):
         self.lab = lab
         self.service_ip = lab.target.address("service")
+
+    def __repr__(self) -> str:
+        return f"Observer(service at {self.service_ip})"
 
     def mark(self) -> Mark:
         return Mark(self.lab.witnesses.head("controlplane"), self.lab.witnesses.head("llm"))

@@ -24,6 +24,8 @@ class ScenarioResult:
     seconds: float
     message: str = ""
     evidence: list[dict] = field(default_factory=list)  # {"path", "sha256"}
+    allure_id: str = ""  # uuid of its Allure result, when Allure records the run: the page links to it
+    trace: str = ""  # a harness error's short traceback, for the Allure drill-down only
 
 
 def load_claims(path: Path) -> dict:
@@ -71,7 +73,7 @@ def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, s
             **({"waiver": waiver.as_dict()} if waiver else {}),
             "scenarios": [
                 {"name": r.name, "nodeid": r.nodeid, "outcome": r.outcome, "seconds": round(r.seconds, 3),
-                 "message": r.message[:2000], "evidence": r.evidence}
+                 "message": r.message[:2000], "evidence": r.evidence, **({"allureId": r.allure_id} if r.allure_id else {})}
                 for r in mine
             ],
         })

@@ -7,6 +7,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+import allure_commons
 import pytest
 
 from aislab.driver import DriverError, load_driver
@@ -18,6 +19,7 @@ from aislab.suite.redaction import redactor_for
 from aislab.report.conformance import ScenarioResult, build_report, exit_code, load_claims, write_report
 from aislab.report.waivers import WaiverError, load_waivers
 from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, Violation
+from aislab.suite.drilldown import DrillDown, label_marks, short_trace
 from pytest_bdd.scenario import scenario_wrapper_template_registry
 
 CLAIMS_FILE = PROJECT / "claims.yaml"
@@ -72,6 +74,10 @@ def pytest_configure(config):
         config.stash[SESSION] = Session(config)
     except (DriverError, WaiverError) as err:
         pytest.exit(f"cannot start: {err}", returncode=1)
+    if config.getoption("--alluredir", None):
+        drill_down = DrillDown(config.stash[SESSION].results)
+        allure_commons.plugin_manager.register(drill_down)
+        config.add_cleanup(lambda: allure_commons.plugin_manager.unregister(drill_down))
 
 
 def pytest_bdd_apply_tag(tag, function):
@@ -102,6 +108,8 @@ def pytest_collection_modifyitems(config, items):
         if unknown:
             raise pytest.UsageError(f"{item.nodeid}: tags {unknown} are not in claims.yaml")
         (keep if _selected(s, cids, patterns) else drop).append(item)
+        for mark in label_marks(item.nodeid, {cid: s.family(cid) for cid in cids}):  # Allure
+            item.add_marker(mark)
         for cid in cids:
             item.user_properties.append(("claim", cid))  # JUnit <property name="claim">
             for framework, refs in s.claims[cid].get("tags", {}).items():
@@ -162,6 +170,7 @@ def pytest_runtest_makereport(item, call):
                 outcome=outcome,
                 seconds=(previous.seconds if previous else 0) + report.duration,
                 message=str(call.excinfo.value) if call.excinfo else "",
+                trace=short_trace(call.excinfo.value) if outcome == "error" else "",
             )
     if report.when == "teardown" and item.nodeid in s.results:
         s.results[item.nodeid].evidence = item.stash.get(EVIDENCE, [])

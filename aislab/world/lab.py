@@ -79,6 +79,10 @@ class Lab:
         self.proxy_logs: dict[str, Path] = {}
         self.proxy_offsets: dict[str, int] = {}
 
+    def __repr__(self) -> str:
+        # Shown as a step argument in the Allure drill-down: short, no paths, no secrets.
+        return f"Lab({self.target!r}, {self.driver!r})"
+
     # --- addresses ---------------------------------------------------------------------
     def url(self, host: str) -> str:
         if host == "witness":  # the witness lives on the service's host

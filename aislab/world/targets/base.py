@@ -132,11 +132,16 @@ class Target(ABC):
     name: str
     python: str
     project: str
+    slot: int
+    subnet: str  # the first three octets: 10.23x.<slot>
 
     def __init__(self, lock_fd: int | None) -> None:
         self.processes: list[LabProcess] = []
         self.timings: dict[str, float] = {}
         self._lock_fd = lock_fd  # the slot's lock (claim_slot); None for a throwaway handle
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(slot {self.slot}, {self.subnet}.0/24)"
 
     def release(self) -> None:
         """Give the slot up (destroy does it last; a crashed owner does it by dying)."""

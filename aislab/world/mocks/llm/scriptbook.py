@@ -24,6 +24,9 @@ class ScriptBook:
         self.scripts = yaml.safe_load(path.read_text())
         self.seed = seed
 
+    def __repr__(self) -> str:
+        return f"ScriptBook({len(self.scripts)} scripts)"
+
     def script(self, name: str, conversation: str, env: str) -> dict:
         if name not in self.scripts:
             raise KeyError(f"no LLM script named {name!r} in fixtures/llm/scripts.yaml")
