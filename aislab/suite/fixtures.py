@@ -65,18 +65,32 @@ def profile(request) -> dict:
     return PROFILES[request.config.getoption("--profile")]
 
 
+# Families judged without the lab (on the rendered chart), each with the fixture that knows the
+# secrets of what it judges: their scenarios never start the lab.
+LAB_FREE_FAMILIES = {"configuration": "deployment_redactor"}
+
+
 @pytest.fixture
-def evidence(request, lab, aislab_session):
-    """Per scenario: reset the lab; afterwards attach what the witnesses saw, redacted."""
+def evidence(request, aislab_session):
+    """Per scenario: a dict the scenario fills, attached afterwards, redacted. A scenario judged
+    on the lab first resets it, and its evidence adds what the witnesses saw."""
     families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
-    if not families & NETWORK_FAMILIES:
-        lab.ensure_service({})  # a network scenario may have left the service reconfigured
-    lab.reset()
+    lab = request.getfixturevalue("lab") if families - set(LAB_FREE_FAMILIES) else None
+    if lab is not None:
+        if not families & NETWORK_FAMILIES:
+            lab.ensure_service({})  # a network scenario may have left the service reconfigured
+        lab.reset()
+    own_secrets = [request.getfixturevalue(LAB_FREE_FAMILIES[f]).secrets for f in families & set(LAB_FREE_FAMILIES)]
     extra: dict[str, object] = {}
     yield extra
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
-    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor_for(lab))
-    payloads = {"controlplane-journal": lab.cp_journal(), "llm-requests": lab.llm_requests(), "audit-log": lab.audit_log()}
+    redactor = redactor_for(lab) if lab else Redactor()
+    for secrets in own_secrets:
+        redactor.secrets.update(secrets)
+    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor)
+    payloads: dict[str, object] = {}
+    if lab is not None:
+        payloads = {"controlplane-journal": lab.cp_journal(), "llm-requests": lab.llm_requests(), "audit-log": lab.audit_log()}
     if families & NETWORK_FAMILIES:
         payloads.update({
             "egress-witness": lab.records("witness"),
