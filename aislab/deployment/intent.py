@@ -11,6 +11,10 @@ DEPLOYMENTS = ("self-hosted", "third-party", "hosted-proxy", "air-gapped")
 HOSTED_PROXY = "llm.testkube.io"  # the vendor's evaluation proxy: never for production
 # Names that resolve only inside a cluster or a private network (RFC 6762, RFC 8375, ICANN's .internal).
 PRIVATE_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local", ".local", ".internal", ".lan", ".home.arpa")
+# Hosted LLM providers' API names: public wherever the cluster is.
+PUBLIC_LLM_SUFFIXES = ("api.openai.com", "openai.azure.com", "api.anthropic.com", "generativelanguage.googleapis.com",
+                       "aiplatform.googleapis.com", "api.mistral.ai", "api.groq.com", "api.cohere.ai", "api.cohere.com",
+                       "openrouter.ai", "api.together.xyz", "api.deepseek.com", HOSTED_PROXY)
 # Registries anyone can pull from: an air-gapped cluster reaches none of them.
 PUBLIC_REGISTRIES = ("docker.io", "index.docker.io", "registry-1.docker.io", "ghcr.io", "quay.io", "gcr.io",
                      "registry.k8s.io", "mcr.microsoft.com", "public.ecr.aws")
@@ -27,6 +31,8 @@ def where(host: str) -> str:
     except ValueError:
         if "." not in host or host.endswith(PRIVATE_SUFFIXES):
             return "in-cluster"
+        if any(host == s or host.endswith("." + s) for s in PUBLIC_LLM_SUFFIXES):
+            return "public"
         return "unknown"
     return "private" if ip.is_private or ip.is_loopback or ip.is_link_local else "public"
 

@@ -112,13 +112,19 @@ class Deployment:
         return mentions(get(self.values.merged, self.values.prefix), set(names), self.values.prefix)
 
     def secrets(self, names: tuple[str, ...]) -> dict[str, str]:
-        """Literal values of the secret env variables, as rendered: to be redacted everywhere."""
+        """Literal keys, rendered into env or written in the values (llmApi.apiKey,
+        llmTracing.apiKey): to be redacted from everything the run leaves."""
         found = {}
         for obj in self.manifests:
             for c in containers(obj):
                 for entry in c.get("env") or []:
                     if entry.get("name") in names and entry.get("value"):
                         found[f"{entry['name'].lower()}-literal"] = str(entry["value"])
+        mine = self.values.for_chart()
+        for section in ("llmApi", "llmTracing"):
+            key = mine.get(section, {}).get("apiKey") if isinstance(mine.get(section), dict) else None
+            if key:
+                found[f"values-{section}-apiKey"] = str(key)
         return found
 
     @cached_property

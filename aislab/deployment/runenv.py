@@ -49,10 +49,10 @@ def chart_env(deployment: Deployment, container: str, overrides: dict, supplied:
                 raise ConfigurationError(f"the chart takes {name} from {entry['valueFrom']}; the lab cannot read your cluster: "
                                          f"give its value in the driver's service.env.{name}")
             continue
-        if name in supplied:
+        env[name] = TOKEN.sub(lambda m: "{" + names[int(m.group(1))] + "}", str(entry.get("value", "")))
+        if supplied.get(name, env[name]) != env[name]:
             raise ConfigurationError(f"service.env.{name} would override the value the chart renders; with env_from_chart "
                                      "service.env only supplies what the cluster would (Secret values) and the lab's own extras")
-        env[name] = TOKEN.sub(lambda m: "{" + names[int(m.group(1))] + "}", str(entry.get("value", "")))
     asked = deployment.asked(tuple(n for group in GROUPS for n in group))
     withheld = [n for group in GROUPS if set(group) & set(asked) for n in group if n not in found.env]
     return ChartEnv({**env, **supplied}, tuple(withheld))

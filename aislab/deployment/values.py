@@ -34,7 +34,8 @@ def load(path: Path) -> dict:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigurationError(f"{where}: not valid YAML: {err.problem or err.context}") from None
+        context = f" ({err.context} at line {err.context_mark.line + 1})" if err.context and err.context_mark else ""
+        raise ConfigurationError(f"{where}: not valid YAML: {err.problem}{context}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
