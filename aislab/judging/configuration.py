@@ -61,8 +61,10 @@ def no_ignored_keys(ignored: list[Ignored] | str, defaults: dict) -> list[dict]:
     return seen
 
 
-def _literal(entry: dict | None) -> str | None:
-    return None if entry is None or "valueFrom" in entry else entry.get("value")
+def _literal(entry: dict | None) -> Any:
+    """An env entry's literal value: none for an absent entry or one from a Secret or ConfigMap,
+    and an empty string for an entry with neither (what Kubernetes gives the container)."""
+    return None if entry is None or "valueFrom" in entry else entry.get("value", "")
 
 
 def reaches(asked: Asked, container: Container, defaults: dict) -> dict:
