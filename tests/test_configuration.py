@@ -79,7 +79,7 @@ def test_ignored_keys_name_the_key_and_the_fix():
     with pytest.raises(Violation, match=r"testkube-ai-service\.extraEnvVars .*move these entries to additionalEnvVars"):
         cfg.no_ignored_keys([env_list], DEFAULTS)
     with pytest.raises(Violation, match=r"llmApi .*move it under testkube-ai-service:"):
-        cfg.no_ignored_keys([Ignored(("llmApi",), {"url": "u"}, "beside")], DEFAULTS)
+        cfg.no_ignored_keys([Ignored(("llmApi",), {"url": "u"}, "beside", beside_umbrella=True)], DEFAULTS)
     with pytest.raises(Undetermined, match="renders differently"):
         cfg.no_ignored_keys("the chart renders differently each time", DEFAULTS)
 
@@ -216,12 +216,12 @@ def test_the_page_snippet_is_found_ignored_and_restated_defaults_are_not():
 
 def test_ignored_keys_are_found_at_the_leaf_and_beside_the_umbrella(tmp_path):
     (tmp_path / "v.yaml").write_text(yaml.safe_dump({
-        "additionalEnvVars": [],  # restates the default: no finding
-        "testkube-ai-service": {"image": {"repository": "kubeshop/testkube-ai-copilot", "tag": "1.16.0"},
+        "additionalEnvVars": [],  # a chart key beside the umbrella section never reaches the chart
+        "testkube-ai-service": {"image": {"repository": "kubeshop/testkube-ai-copilot", "tag": "1.16.0"},  # restated default: no finding
                                 "llmApi": {"url": "https://api.openai.com/v1", "secretRef": "s", "apiKey": "sk-shadowed"}}}))
     d = deployment(tmp_path / "v.yaml")
     assert [(i.path, i.reason.split(",")[0]) for i in d.ignored] == [
-        (("testkube-ai-service", "additionalEnvVars"), "written beside testkube-ai-service:"),
+        (("additionalEnvVars",), "written beside testkube-ai-service:"),
         (("testkube-ai-service", "llmApi", "apiKey"), "the rendering is the same without it")]
     assert d.secrets(cfg.SECRET_ENV) == {"values-llmApi-apiKey": "sk-shadowed"}
 

@@ -10,7 +10,7 @@ import yaml
 
 from aislab.deployment import intent as intents
 from aislab.deployment.helm import Chart
-from aislab.deployment.values import Path_, Values, get, mentions, own_keys, without
+from aislab.deployment.values import KeyPath, Values, get, mentions, own_keys, without
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 # helm processes at once: each is short and mostly CPU, and a few overlap their start-up.
@@ -71,9 +71,10 @@ def find_container(manifests: list[dict], name: str) -> Container | None:
 
 @dataclass(frozen=True)
 class Ignored:
-    path: Path_  # in the values as the customer wrote them
+    path: KeyPath  # in the values as the customer wrote them
     value: object
     reason: str
+    beside_umbrella: bool = False  # a chart key written beside `testkube-ai-service:`
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Deployment:
     def registry(self) -> str | None:
         return intents.named_registry(self.values.for_chart())
 
-    def asked(self, names: tuple[str, ...]) -> dict[str, tuple[Path_, object]]:
+    def asked(self, names: tuple[str, ...]) -> dict[str, tuple[KeyPath, object]]:
         """The env variables among `names` that the values ask for, with where (as written)."""
         return mentions(get(self.values.merged, self.values.prefix), set(names), self.values.prefix)
 
@@ -142,7 +143,7 @@ class Deployment:
             base = parse(self.text)
             if again.result() != base:
                 return "the chart renders differently each time (random or time-based values), so a key's effect cannot be isolated"
-            found = [Ignored(self.values.prefix + p, get(self.values.merged, p), "written beside testkube-ai-service:, where this chart never receives it")
+            found = [Ignored(p, get(self.values.merged, p), "written beside testkube-ai-service:, where this chart never receives it", True)
                      for p in self.values.outside(set(self.chart.defaults))]
             frontier = list(own_keys(mine, self.chart.defaults))
             while frontier:
@@ -156,7 +157,7 @@ class Deployment:
                 frontier = nxt
         return sorted(found, key=lambda i: i.path)
 
-    def _opened(self, tree: dict, path: Path_) -> list[Path_]:
+    def _opened(self, tree: dict, path: KeyPath) -> list[KeyPath]:
         """The own keys under `path` worth a render each: a lone child's removal is its parent's,
         so a chain of lone children is followed down to where keys part."""
         children = list(own_keys(tree, self.chart.defaults, path))

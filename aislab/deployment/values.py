@@ -17,7 +17,7 @@ UMBRELLA_KEY = "testkube-ai-service"
 # Read by the umbrella (the sub-chart's condition), never by the sub-chart itself.
 UMBRELLA_ONLY = ("enabled",)
 
-Path_ = tuple[str, ...]
+KeyPath = tuple[str, ...]
 
 
 class ConfigurationError(ValueError):
@@ -66,7 +66,7 @@ class Values:
         return cls(tuple(files), merged, isinstance(merged.get(UMBRELLA_KEY), dict))
 
     @property
-    def prefix(self) -> Path_:
+    def prefix(self) -> KeyPath:
         """Where the chart's own keys sit in what the customer wrote."""
         return (UMBRELLA_KEY,) if self.umbrella else ()
 
@@ -83,7 +83,7 @@ class Values:
     def disabled(self) -> bool:
         return self.umbrella and self.merged[UMBRELLA_KEY].get("enabled") is False
 
-    def outside(self, chart_keys: set[str]) -> list[Path_]:
+    def outside(self, chart_keys: set[str]) -> list[KeyPath]:
         """Keys of the AI service's chart written beside `testkube-ai-service:` instead of under
         it: the umbrella hands them to no sub-chart of ours."""
         if not self.umbrella:
@@ -91,17 +91,17 @@ class Values:
         return [(k,) for k in self.merged if k in chart_keys and k not in ("global", UMBRELLA_KEY)]
 
 
-def dotted(path: Path_) -> str:
+def dotted(path: KeyPath) -> str:
     return ".".join(path)
 
 
-def get(tree: dict, path: Path_) -> Any:
+def get(tree: dict, path: KeyPath) -> Any:
     for key in path:
         tree = tree[key]
     return tree
 
 
-def without(tree: dict, path: Path_) -> dict:
+def without(tree: dict, path: KeyPath) -> dict:
     out = copy.deepcopy(tree)
     node = out
     for key in path[:-1]:
@@ -110,7 +110,7 @@ def without(tree: dict, path: Path_) -> dict:
     return out
 
 
-def own_keys(values: dict, defaults: dict, at: Path_ = ()) -> Iterator[Path_]:
+def own_keys(values: dict, defaults: dict, at: KeyPath = ()) -> Iterator[KeyPath]:
     """Children of `at` the customer set to something other than the chart's default (a key
     restating a default changes nothing when removed, and is no finding)."""
     node, base = get(values, at), _get_or_none(defaults, at)
@@ -126,17 +126,17 @@ def own_keys(values: dict, defaults: dict, at: Path_ = ()) -> Iterator[Path_]:
 _MISSING = object()
 
 
-def _get_or_none(tree: dict, path: Path_) -> Any:
+def _get_or_none(tree: dict, path: KeyPath) -> Any:
     try:
         return get(tree, path)
     except (KeyError, TypeError):
         return None
 
 
-def mentions(tree: Any, names: set[str], at: Path_ = ()) -> dict[str, tuple[Path_, Any]]:
+def mentions(tree: Any, names: set[str], at: KeyPath = ()) -> dict[str, tuple[KeyPath, Any]]:
     """Env variables the values ask for, wherever they are written: as an EnvVar entry
     (`{name: X, value: ...}`) or as a key. Used for intent only, never for a verdict."""
-    found: dict[str, tuple[Path_, Any]] = {}
+    found: dict[str, tuple[KeyPath, Any]] = {}
     if isinstance(tree, dict):
         if tree.get("name") in names:
             found[tree["name"]] = (at, tree.get("value", tree.get("valueFrom")))

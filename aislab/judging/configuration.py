@@ -12,10 +12,9 @@ from urllib.request import proxy_bypass_environment
 import kubernetes_validate
 import pytest
 
-from aislab.deployment import intent as where_
-from aislab.deployment.intent import Intent
+from aislab.deployment.intent import Intent, host_of, is_hosted_proxy, where
 from aislab.deployment.rendering import Container, Ignored, containers, ref
-from aislab.deployment.values import Path_, dotted
+from aislab.deployment.values import KeyPath, dotted
 from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, undetermined_unless, violation_if
 
 TELEMETRY_VARS = ("DO_NOT_TRACK",)
@@ -26,7 +25,7 @@ TRUTHY = ("1", "true", "yes", "on")
 SCHEMA_VERSIONS = ("1.34.0", "1.35.0")
 SECRET_ENV = ("LLM_API_KEY", "LLM_TRACING_API_KEY")
 
-Asked = dict[str, tuple[Path_, Any]]  # env name -> (values key, value asked for)
+Asked = dict[str, tuple[KeyPath, Any]]  # env name -> (values key, value asked for)
 
 
 def not_applicable(reason: str) -> None:
@@ -48,7 +47,7 @@ def _fix(item: Ignored, defaults: dict) -> str:
     env_like = isinstance(item.value, list) and item.value and all(isinstance(e, dict) and "name" in e for e in item.value)
     if env_like and key:
         return f"move these entries to {key}"
-    if item.path[-1] in defaults:
+    if item.beside_umbrella:
         return "move it under testkube-ai-service:"
     return "remove it, or write it under the key this chart reads (see the chart's values.yaml)"
 
@@ -71,7 +70,8 @@ def reaches(asked: Asked, container: Container, defaults: dict) -> dict:
     """Every env variable the values ask for is in the container's env, with the value asked."""
     env = container.env
     missing = {n: dotted(p) for n, (p, _) in asked.items() if n not in env}
-    fix = f"move these entries to {env_list_key(defaults)}" if env_list_key(defaults) else "set them through a key the chart reads"
+    key = env_list_key(defaults)
+    fix = f"move these entries to {key}" if key else "set them through a key the chart reads"
     violation_if(bool(missing), "asked for in the values but not in " + container.where() + ": "
                  + ", ".join(f"{n} (at {k})" for n, k in missing.items()) + f"; {fix}")
     for name, (path, value) in asked.items():
@@ -130,12 +130,12 @@ def no_proxy_exempts(container: Container) -> dict:
     no_proxy = ",".join(v for v in (_literal(env.get("NO_PROXY")), _literal(env.get("no_proxy"))) if isinstance(v, str))
     must = {"the control plane": _literal(env.get("CONTROL_PLANE_ENDPOINT"))}
     llm = _literal(env.get("LLM_API_URL"))
-    if llm and where_.where(where_.host_of(llm)) in ("in-cluster", "private"):
+    if llm and where(host_of(llm)) in ("in-cluster", "private"):
         must["the in-cluster LLM"] = llm
-    gaps = [f"{what} ({where_.host_of(url)})" for what, url in must.items() if url and not covered(where_.host_of(url), no_proxy)]
+    gaps = [f"{what} ({host_of(url)})" for what, url in must.items() if url and not covered(host_of(url), no_proxy)]
     violation_if(bool(gaps), f"{container.where()} has a proxy but NO_PROXY={no_proxy!r} does not exempt "
                  + " and ".join(gaps) + ": add them to NO_PROXY (and no_proxy)")
-    return {"NO_PROXY": no_proxy, "exempted": {what: where_.host_of(url) for what, url in must.items() if url}}
+    return {"NO_PROXY": no_proxy, "exempted": {what: host_of(url) for what, url in must.items() if url}}
 
 
 def key_from_secret(container: Container) -> dict:
@@ -154,10 +154,10 @@ def no_hosted_proxy(container: Container, intent: Intent) -> dict:
     """The vendor's hosted proxy is for evaluation: never in production, self-hosted or air-gapped."""
     url = _literal(container.env.get("LLM_API_URL"))
     node_env = _literal(container.env.get("NODE_ENV"))
-    host = where_.host_of(url) if url else None
+    host = host_of(url) if url else None
     why = [w for w, hit in ((f"NODE_ENV is {node_env!r}", node_env == "production"),
                             (f"the deployment is {intent.kind}", intent.kind in ("self-hosted", "air-gapped"))) if hit]
-    violation_if(bool(host and where_.is_hosted_proxy(host) and why),
+    violation_if(bool(host and is_hosted_proxy(host) and why),
                  f"{container.where()} LLM_API_URL points at the hosted evaluation proxy {host} while "
                  + " and ".join(why) + ": point llmApi.url at your own LLM (the hosted proxy is for evaluation only)")
     return {"LLM_API_URL": url, "NODE_ENV": node_env, **intent.as_evidence()}
@@ -169,9 +169,9 @@ def llm_inside(container: Container, intent: Intent) -> dict:
         not_applicable(f"a {intent.kind} deployment's LLM is outside by design ({intent.how})")
     url = _literal(container.env.get("LLM_API_URL"))
     violation_if(not url, f"{container.where()} has no LLM_API_URL, so the service calls OpenAI: set llmApi.url to your in-cluster LLM")
-    host = where_.host_of(url)
-    place = where_.where(host)
-    violation_if(place == "public" or where_.is_hosted_proxy(host),
+    host = host_of(url)
+    place = where(host)
+    violation_if(place == "public" or is_hosted_proxy(host),
                  f"{container.where()} LLM_API_URL points at {host}, a public address, in a {intent.kind} deployment: "
                  "set llmApi.url to the in-cluster service of your LLM")
     undetermined_unless(place != "unknown", f"{container.where()} LLM_API_URL points at {host}: whether that name is private "

@@ -53,6 +53,8 @@ def pytest_configure(config):
     if s is None:
         return
     try:
+        if config.getoption("--values") and not config.getoption("--chart"):
+            raise ConfigurationError("--values without --chart: give the chart the values are for")
         if config.getoption("--chart"):
             config.stash[DEPLOYMENT] = open_deployment(config)
         spec = s.driver.service.env_from_chart
