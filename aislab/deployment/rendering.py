@@ -57,8 +57,8 @@ class Container:
     def env(self) -> dict[str, dict]:
         return {e.get("name"): e for e in self.spec.get("env") or []}
 
-    def where(self, field_: str = "env") -> str:
-        return f"{self.owner} container {self.name} {field_}"
+    def where(self) -> str:
+        return f"{self.owner} container {self.name} env"
 
 
 def find_container(manifests: list[dict], name: str) -> Container | None:

@@ -15,8 +15,9 @@ from aislab.deployment.values import ConfigurationError, merge
 from aislab.driver.model import PLACEHOLDER
 
 TOKEN = re.compile(r"aislabph(\d+)x")
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 # The customer's intent is read per group: asking for any of them means configuring the group.
-GROUPS = (("DO_NOT_TRACK",), ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"))
+GROUPS = (("DO_NOT_TRACK",), PROXY_VARS)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ def chart_env(deployment: Deployment, container: str, overrides: dict, supplied:
         raise ConfigurationError(f"service.env_from_chart.container: no container named {container} in the rendered chart")
     env: dict[str, str] = {}
     for name, entry in found.env.items():
+        if name in PROXY_VARS:
+            # The customer's proxy and its exemptions name hosts of their network, not the lab's:
+            # the proxy scenarios put the lab's own in their place, the others run without.
+            continue
         if "valueFrom" in entry:
             # A Secret or ConfigMap of the customer's cluster: the lab supplies its own value.
             if name not in supplied:
