@@ -18,6 +18,7 @@ UMBRELLA_KEY = "testkube-ai-service"
 UMBRELLA_ONLY = ("enabled",)
 
 KeyPath = tuple[str, ...]
+_MISSING = object()
 
 
 class ConfigurationError(ValueError):
@@ -121,9 +122,6 @@ def own_keys(values: dict, defaults: dict, at: KeyPath = ()) -> Iterator[KeyPath
         if isinstance(value, dict) and isinstance(default, dict) and not any(own_keys(values, defaults, at + (key,))):
             continue
         yield at + (key,)
-
-
-_MISSING = object()
 
 
 def _get_or_none(tree: dict, path: KeyPath) -> Any:
