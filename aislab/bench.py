@@ -2,7 +2,9 @@
 against the reference on each target, measured in the same run.
 
 Prints, per target, lab set-up seconds, scenario count, suite wall seconds and the service's
-own share (start-up and CPU seconds), and writes everything to reports/bench.json.
+own share (start-up and CPU seconds), the configuration family's time on the six good values
+files (fixtures/values/good: render, render again without each key, schemas, checks), and
+writes everything to reports/bench.json.
 `--targets local` skips docker; `--no-cold` keeps the images (no cold build).
 """
 
@@ -16,6 +18,10 @@ import time
 
 from aislab import PROJECT
 
+CHART = PROJECT / "fixtures" / "charts" / "testkube-ai-service"
+GOOD_VALUES = sorted((PROJECT / "fixtures" / "values" / "good").glob("*.yaml"))
+# The suite runs are judged on a deployment to which every configuration claim applies.
+WITH_CHART = ["--chart", str(CHART), "--values", str(PROJECT / "fixtures" / "values" / "good" / "everything.yaml")]
 
 
 def image_builds(cold: bool) -> dict:
@@ -40,11 +46,30 @@ def image_builds(cold: bool) -> dict:
     return numbers
 
 
+def configuration(files: list) -> dict:
+    """What the configuration family does for one values file, for each of `files` in turn."""
+    from aislab.deployment.helm import Chart
+    from aislab.deployment.rendering import Deployment
+    from aislab.deployment.values import Values
+    from aislab.judging.configuration import schema_valid
+
+    chart = Chart.open(str(CHART), "testkube-ai-service", "testkube")
+    per_file = {}
+    started = time.monotonic()
+    for path in files:
+        t0 = time.monotonic()
+        deployment = Deployment.render(chart, Values.read([path]))
+        assert not isinstance(deployment.ignored, str), deployment.ignored
+        schema_valid(deployment.manifests)
+        per_file[path.name] = round(time.monotonic() - t0, 2)
+    return {"values_files": len(files), "seconds": round(time.monotonic() - started, 2), "per_file": per_file}
+
+
 def suite(target: str, extra: list[str]) -> dict:
     report_dir = PROJECT / "reports" / f"bench-{target}"
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "steps", "-q", "--target", target, "--report-dir", str(report_dir), *extra],
+        [sys.executable, "-m", "pytest", "steps", "-q", "--target", target, "--report-dir", str(report_dir), *WITH_CHART, *extra],
         cwd=PROJECT, capture_output=True, text=True,
     )
     wall = time.monotonic() - started
@@ -58,6 +83,7 @@ def suite(target: str, extra: list[str]) -> dict:
     for claim in report["claims"]:
         by_family[claim["family"]] = by_family.get(claim["family"], 0.0) + sum(sc["seconds"] for sc in claim["scenarios"])
     network = sum(v for k, v in by_family.items() if k in ("proxy", "telemetry", "air-gap"))
+    own = by_family.get("configuration", 0.0)
     return {
         "lab_setup_seconds": t.get("lab_up"),
         "hosts_seconds": t.get("network"),
@@ -65,7 +91,8 @@ def suite(target: str, extra: list[str]) -> dict:
         "scenarios": sum(len(c["scenarios"]) for c in report["claims"]),
         "suite_wall_seconds": round(wall, 2),
         "network_scenarios_seconds": round(network, 2),
-        "other_scenarios_seconds": round(sum(by_family.values()) - network, 2),
+        "configuration_scenarios_seconds": round(own, 2),
+        "other_scenarios_seconds": round(sum(by_family.values()) - network - own, 2),
         "service_start_seconds": t.get("service_start"),
         "service_cpu_seconds": round(t.get("service_cpu", 0), 2),
         "service_restarts": t.get("service_restarts", 0),
@@ -84,16 +111,19 @@ def main(argv: list[str]) -> int:
     numbers: dict = {}
     if "docker" in targets:
         numbers["docker_images"] = image_builds(cold=not args.no_cold)
+    numbers["configuration"] = configuration(GOOD_VALUES)
     for target in targets:
         numbers[target] = suite(target, extra)
     (PROJECT / "reports").mkdir(exist_ok=True)
     (PROJECT / "reports" / "bench.json").write_text(json.dumps(numbers, indent=2) + "\n")
     if "docker_images" in numbers:
         print("docker images:", {k: v for k, v in numbers["docker_images"].items() if k != "images"})
+    c = numbers["configuration"]
+    print(f"configuration family: {c['seconds']} s for {c['values_files']} values files {c['per_file']}")
     keys = list(numbers[targets[0]])
-    print(f"{'':<26}" + "".join(f"{t:>14}" for t in targets))
+    print(f"{'':<34}" + "".join(f"{t:>14}" for t in targets))
     for key in keys:
-        print(f"{key:<26}" + "".join(f"{str(numbers[t][key]):>14}" for t in targets))
+        print(f"{key:<34}" + "".join(f"{str(numbers[t][key]):>14}" for t in targets))
     return 0 if all(numbers[t]["exit_code"] == 0 for t in targets) else 1
 
 

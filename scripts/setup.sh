@@ -41,5 +41,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "setup: installing Python packages into $VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e . 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -c "import pytest_bdd, allure_pytest_bdd, openai, jwt, httpx, starlette, uvicorn, openapi_core, testcontainers, docker" \
+"$VENV/bin/python" -c "import pytest_bdd, allure_pytest_bdd, openai, jwt, httpx, starlette, uvicorn, openapi_core, testcontainers, docker, kubernetes_validate" \
   || { echo "setup: Python packages did not install" >&2; exit 1; }

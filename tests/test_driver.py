@@ -102,3 +102,13 @@ def test_extends_cycle_is_refused(tmp_path):
 def test_unknown_placeholder_names_field_and_placeholder():
     with pytest.raises(DriverError, match=r"service.env.X: unknown placeholder \{lab.nope\}"):
         render({"X": "{lab.nope}"}, {"lab.llm.url": "u"}, "service.env")
+
+
+def test_env_from_chart_is_parsed_strictly(tmp_path):
+    d = load_driver(DRIVERS / "reference-chart.yaml")
+    assert d.service.env_from_chart.values["controlPlaneRestApiUri"] == "{lab.controlplane.url}"
+    assert "LLM_API_URL" not in d.service.env and d.service.env["LLM_API_KEY"] == "{lab.llm.api_key}"
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(DRIVERS / "reference.yaml"), "service": {"env_from_chart": {"containr": "x"}}}))
+    with pytest.raises(DriverError, match=r"service.env_from_chart: unknown keys \['containr'\]"):
+        load_driver(path)

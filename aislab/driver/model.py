@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-FAMILIES = ("authentication", "authorization", "read-only", "audit", "proxy", "telemetry", "air-gap")
+FAMILIES = ("authentication", "authorization", "read-only", "audit", "proxy", "telemetry", "air-gap", "configuration")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.:-]*)\}")
 
 
@@ -30,12 +30,22 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class EnvFromChart:
+    """Render, then run: the service's env is the rendered chart's (see aislab.deployment.runenv)."""
+
+    container: str | None  # the container whose env it is (default: the one named after the chart)
+    values: dict  # the lab's endpoints, given to helm over the customer's values
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     command: tuple[str, ...] | None  # None: nothing long-running (a CLI assistant)
     image: str | None
     port: int | None
     env: dict[str, str]
     ready: Readiness
+    env_from_chart: EnvFromChart | None = None
+    withheld_env: tuple[str, ...] = ()  # asked for by the customer's values, dropped by their chart
 
 
 @dataclass(frozen=True)
@@ -219,6 +229,7 @@ def _service(svc: dict, mode: str) -> ServiceSpec:
     if port is not None and not 0 < port < 65536:
         raise DriverError(f"service.port: {port} is not a TCP port")
     ready_doc = _need(svc, "ready", dict, "service", default={})
+    chart_doc = _need(svc, "env_from_chart", dict, "service", default=None)
     return ServiceSpec(
         command=_strings(command, "service.command") if command else None,
         image=image,
@@ -229,7 +240,18 @@ def _service(svc: dict, mode: str) -> ServiceSpec:
             status=_need(ready_doc, "status", int, "service.ready", default=200),
             timeout=float(_need(ready_doc, "timeout", (int, float), "service.ready", default=20)),
         ),
+        env_from_chart=_env_from_chart(chart_doc) if chart_doc is not None else None,
     )
+
+
+# --- service.env_from_chart (the configuration family's render, then run) ------------------
+def _env_from_chart(doc: dict) -> EnvFromChart:
+    where = "service.env_from_chart"
+    unknown = sorted(set(doc) - {"container", "values"})
+    if unknown:
+        raise DriverError(f"{where}: unknown keys {unknown}; known: container, values")
+    return EnvFromChart(container=_need(doc, "container", str, where, default=None),
+                        values=_need(doc, "values", dict, where, default={}))
 
 
 def render(value: Any, values: dict[str, str], where: str) -> Any:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aislab.report.evidence import EvidenceSink
+from aislab.report.evidence import EvidenceSink, Redactor
 from aislab.suite.redaction import redactor_for
 from aislab import PROJECT
 from aislab.world.lab import Lab
@@ -64,19 +64,34 @@ def profile(request) -> dict:
     return PROFILES[request.config.getoption("--profile")]
 
 
+# Families judged without the lab (on the rendered chart), each with the fixture that knows the
+# secrets of what it judges: their scenarios never start the lab.
+LAB_FREE_FAMILIES = {"configuration": "deployment_redactor"}
+
+
 @pytest.fixture
-def evidence(request, lab, aislab_session):
-    """Per scenario: reset the lab; afterwards attach what the witnesses saw, redacted."""
+def evidence(request, aislab_session):
+    """Per scenario: a dict the scenario fills, attached afterwards, redacted. A scenario judged
+    on the lab first resets it, and its evidence adds what the witnesses saw."""
     families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
-    if not families & NETWORK_FAMILIES and not is_lifetime(request.node):
-        lab.ensure_service({})  # a network scenario may have left the service reconfigured
-    lab.reset()
+    lab = request.getfixturevalue("lab") if families - set(LAB_FREE_FAMILIES) else None
+    if lab is not None:
+        if not families & NETWORK_FAMILIES and not is_lifetime(request.node):
+            lab.ensure_service({})  # a network scenario may have left the service reconfigured
+        lab.reset()
+    own_secrets = [request.getfixturevalue(LAB_FREE_FAMILIES[f]).secrets for f in families & set(LAB_FREE_FAMILIES)]
     extra: dict[str, object] = {}
     yield extra
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
-    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor_for(lab))
-    readers = {"controlplane-journal": lab.cp_journal, "llm-requests": lab.llm_requests, "audit-log": lab.audit_log,
-               "identity-provider": lambda: lab.records("idp")}
+    redactor = redactor_for(lab) if lab else Redactor()
+    for secrets in own_secrets:
+        for name, value in secrets.items():
+            redactor.add(name, value)
+    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor)
+    readers = {}
+    if lab is not None:
+        readers = {"controlplane-journal": lab.cp_journal, "llm-requests": lab.llm_requests, "audit-log": lab.audit_log,
+                   "identity-provider": lambda: lab.records("idp")}
     if families & NETWORK_FAMILIES:
         readers.update({
             "egress-witness": lambda: lab.records("witness"),
@@ -85,7 +100,7 @@ def evidence(request, lab, aislab_session):
             "llm-provider-requests": lambda: lab.records("provider"),
             "proxy-log": lab.proxy_records,
         })
-    with ThreadPoolExecutor(len(readers)) as pool:  # independent reads of independent hosts
+    with ThreadPoolExecutor(max(1, len(readers))) as pool:  # independent reads of independent hosts
         futures = {name: pool.submit(read) for name, read in readers.items()}
         payloads = {name: future.result() for name, future in futures.items()}
     payloads.update(extra)

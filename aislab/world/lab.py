@@ -240,7 +240,9 @@ class Lab:
 
     def service_env(self, overrides: dict[str, str] | None = None) -> dict[str, str]:
         env = render(self.driver.service.env, self.values(), "service.env")
-        return {**self._base_env(), **env, **(overrides or {})}
+        # What the customer's values ask for and their chart drops stays dropped, as in their cluster.
+        overrides = {k: v for k, v in (overrides or {}).items() if k not in self.driver.service.withheld_env}
+        return {**self._base_env(), **env, **overrides}
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
         self.service_overrides = dict(overrides or {})
