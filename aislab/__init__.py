@@ -10,5 +10,5 @@
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 PROJECT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
   @AIS-AIRGAP-02
   Scenario: No DNS, TCP or UDP attempt leaves the allowlist, in chat, error path and idle time
     Given the service runs air-gapped
-    When the reader chats following the LLM script "list-workflows"
+    When the reader chats following the LLM script "one-tool"
     And the reader chats following the LLM script "provider-failure"
     And the service idles for the profile's idle window
     Then nothing left the service's host except to the lab infrastructure

@@ -61,7 +61,7 @@ Feature: Authentication - the assistant uses the JWT of the logged-in user
     @AIS-AUTH-03
     Scenario Outline: The <persona>'s token never reaches the LLM, on the first request or later ones
       When the <persona> asks the assistant to use every tool on every resource
-      And the <persona> chats following the LLM script "list-workflows"
+      And the <persona> chats following the LLM script "one-tool"
       Then the <persona>'s token appears in no LLM request of any of those chats, in any form
       And the chat succeeded
 

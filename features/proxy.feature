@@ -14,7 +14,7 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     Scenario Outline: Every request to a third-party LLM over <scheme> goes through <proxy>, failing or not
       Given the service uses a third-party LLM over <scheme> through <proxy>
       When the reader chats following the LLM script "provider-failure" 3 times
-      And the reader chats following the LLM script "list-workflows"
+      And the reader chats following the LLM script "one-tool"
       Then the service made no direct attempt to reach the LLM provider
       And every LLM request reached the provider through <proxy>, as a <scheme> request
       And the chat succeeded
@@ -29,7 +29,7 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     @AIS-PROXY-02
     Scenario Outline: NO_PROXY destinations are reached directly, with <proxy> in use
       Given the service uses a third-party LLM over https through <proxy>
-      When the reader chats following the LLM script "list-workflows"
+      When the reader chats following the LLM script "one-tool"
       Then the control plane was reached directly, never through a proxy
 
       Examples:
@@ -40,7 +40,7 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     @AIS-PROXY-02
     Scenario Outline: Without NO_PROXY, the control plane too is reached through <proxy>
       Given the service uses a third-party LLM over https through <proxy>, with no NO_PROXY
-      When the reader chats following the LLM script "list-workflows"
+      When the reader chats following the LLM script "one-tool"
       Then the control plane was reached through <proxy> only
       And every LLM request reached the provider through <proxy>, as a https request
 
@@ -54,7 +54,7 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     @AIS-PROXY-03
     Scenario Outline: Telemetry goes through <proxy> too
       Given the service has just started with telemetry on, a third-party LLM and <proxy>
-      When the reader chats following the LLM script "list-workflows"
+      When the reader chats following the LLM script "one-tool"
       Then the service's telemetry reached the outside world through <proxy>, never directly
 
       Examples:
@@ -67,8 +67,7 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     @AIS-PROXY-04
     Scenario Outline: When the proxy is <state>, the service fails closed, chat after chat
       Given the service uses a third-party LLM through a proxy that is <state>
-      When the reader chats following the LLM script "list-workflows" 5 times
-      And the service idles for the profile's idle window
+      When the reader chats following the LLM script "one-tool" 5 times
       Then nothing reached the LLM provider and no attempt to reach it went around the proxy
 
       Examples:
@@ -80,7 +79,12 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
     @AIS-PROXY-04
     Scenario: When the proxy is down, the service fails closed across a restart too
       Given the service uses a third-party LLM through a proxy that is down
-      When the reader chats following the LLM script "list-workflows" 3 times
+      When the reader chats following the LLM script "one-tool" 3 times
       And the service restarts with the same configuration
-      And the reader chats following the LLM script "list-workflows" 3 times
+      And the reader chats following the LLM script "one-tool" 3 times
       Then nothing reached the LLM provider and no attempt to reach it went around the proxy
+
+    @AIS-PROXY-04 @lifetime
+    Scenario: Over the whole life of every instance with a broken proxy, shutdown included, nothing went around it
+      When the service's life ends: it is stopped and its last words are recorded
+      Then nothing reached the LLM provider, or tried to, in any period with a broken proxy configured

@@ -10,7 +10,7 @@ Feature: Telemetry - DO_NOT_TRACK=true stops diagnostic telemetry
   @AIS-TELEM-01
   Scenario Outline: With <opt-out> nothing non-essential leaves, in any phase
     Given the service has just started with <opt-out>
-    When the reader chats following the LLM script "list-workflows"
+    When the reader chats following the LLM script "one-tool"
     And the reader chats following the LLM script "provider-failure"
     And the service idles for the profile's idle window
     Then nothing left the service's host except to the lab infrastructure
@@ -29,6 +29,6 @@ Feature: Telemetry - DO_NOT_TRACK=true stops diagnostic telemetry
   @AIS-TELEM-02
   Scenario: With telemetry left on, the witness does see the service's telemetry
     Given the service has just started with telemetry left on
-    When the reader chats following the LLM script "list-workflows"
+    When the reader chats following the LLM script "one-tool"
     And the reader chats following the LLM script "provider-failure"
     Then the egress witness saw the service's telemetry

@@ -30,7 +30,12 @@ if ! command -v npm >/dev/null; then
   exit 1
 fi
 
-PYTHON=${PYTHON:-python3}
+# Debian's Python where there is one: an interpreter every user can run, so the local target can
+# run the service under test as its own unprivileged user (one under /root would not do).
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null && PYTHON=/usr/bin/python3
+fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup: Python 3.11 or newer is needed ($PYTHON is $("$PYTHON" -V 2>&1))" >&2
   exit 1
@@ -39,7 +44,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-echo "setup: installing Python packages into $VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e . 2>&1 | grep -v "^WARNING: Location" || true
+echo "setup: installing the locked Python packages into $VENV (requirements.lock, hashes checked)"
+# Exactly the versions the lock names, each checked against its hashes; then the project itself.
+"$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import pytest_bdd, allure_pytest_bdd, openai, jwt, httpx, starlette, uvicorn, openapi_core, testcontainers, docker, kubernetes_validate" \
   || { echo "setup: Python packages did not install" >&2; exit 1; }

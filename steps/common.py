@@ -79,7 +79,7 @@ def chat_log() -> list[Chat]:
 @given(parsers.parse("the witnesses are shown to record a {persona}'s chat"), target_fixture="control")
 def witnesses_record_a_chat(lab, observer, script_book, persona, evidence) -> Chat:
     """Positive control: a valid chat that calls a tool IS seen by the LLM and control-plane witnesses."""
-    chat = scripted_chat(lab, observer, script_book, persona, "list-workflows")
+    chat = scripted_chat(lab, observer, script_book, persona, "one-tool")
     checks.witnesses_saw_a_chat(chat.window)
     evidence["positive-control"] = {"llm_requests": len(chat.window.llm), "controlplane_requests": len(chat.window.cp)}
     return chat
@@ -122,7 +122,7 @@ def llm_asks_for_tool(lab, observer, tool, arguments, persona, chat_log) -> Chat
 # --- Then --------------------------------------------------------------------------------
 @then("the chat is refused")
 def chat_refused(chat: Chat):
-    checks.refused(chat.exchange.status)
+    checks.refused(chat.exchange)
 
 
 @then("the chat reached neither the LLM nor the control plane")
@@ -132,5 +132,6 @@ def chat_reached_nothing(chat: Chat):
 
 @then("the chat succeeded")
 def chat_succeeded(chat: Chat):
-    undetermined_unless(chat.exchange.status == 200, f"the chat failed with HTTP {chat.exchange.status}: {str(chat.exchange.body)[:300]}")
+    e = chat.exchange
+    undetermined_unless(e.succeeded, f"the chat failed (HTTP {e.status}{'; ' + e.error if e.error else ''}): {str(e.body)[:300]}")
 

@@ -28,7 +28,7 @@ def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bo
     telemetry: "on" (no switch set), "off" (DO_NOT_TRACK=true and the service's own switches),
     "dnt:VALUE" (DO_NOT_TRACK=VALUE alone) or "own" (the service's own switches alone)."""
     net = lab.driver.network
-    env = {net.ca_file_env: str(lab.state_dir / "ca.pem")}  # the fake outside world speaks TLS under the lab CA
+    env = {net.ca_file_env: lab.values()["lab.ca_file"]}  # the fake outside world speaks TLS under the lab CA
     if llm != "lab":
         env[net.llm_url_env] = PROVIDER_URLS[llm]
     if proxy:
@@ -188,3 +188,15 @@ def content_life(lab, periods, provider_names, evidence):
     evidence["content-found-at-the-llms"] = len(sent)
     violation_if(leaks, "conversation content went somewhere other than the configured LLM: "
                         + "; ".join(f"{label}: {found[:2]}" for label, found in list(leaks.items())[:3]))
+
+
+@then("nothing reached the LLM provider, or tried to, in any period with a broken proxy configured")
+def broken_proxy_life(lab, periods, provider_names, evidence):
+    broken = {f"http://{lab.target.address('squid')}:{PROXY_DOWN_PORT}", lab.proxy_url("squid", True), lab.proxy_url("tinyproxy", True)}
+    judged = [p for p in periods if p.config.get("HTTPS_PROXY") in broken]
+    if not judged:
+        pytest.skip(f"{NOT_APPLICABLE} no service instance ran with a broken proxy in this run")
+    found = {p.label: hits for p in judged if (hits := lifetime.provider_reached(p, essential(lab, provider_names)))}
+    evidence["judged-periods"] = [p.as_evidence() for p in judged]
+    violation_if(found, "the LLM provider was reached, or tried, while the only route was a broken proxy: "
+                        + "; ".join(f"{label}: {hits[:3]}" for label, hits in list(found.items())[:3]))

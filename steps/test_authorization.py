@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from aislab.judging import checks
@@ -36,9 +37,18 @@ def parity(lab, chat: Chat, persona, evidence):
     evidence["parity"] = checks.parity(chat.window, reader.read, lab.nonce)
 
 
+@pytest.fixture(scope="session")
+def readable_canaries(lab) -> dict[str, set[str]]:
+    """Per persona, every canary it can read directly: the seed is the same in every scenario,
+    so each persona's direct reads are made once."""
+    return {}
+
+
 @then(parsers.parse("no canary the {persona} cannot read directly appears in a reply or in anything sent to the LLM"))
-def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence):
-    readable = DirectReader(lab, persona).readable_canaries(lab.seed)
+def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence, readable_canaries):
+    if persona not in readable_canaries:
+        readable_canaries[persona] = DirectReader(lab, persona).readable_canaries(lab.seed)
+    readable = readable_canaries[persona]
     forbidden = lab.cp_canaries() - readable
     shown_to_admin = canaries(everything_sent_to_llm(warmup.window.llm), lab.nonce)
     evidence["forbidden-canaries"] = sorted(forbidden)

@@ -78,17 +78,19 @@ def test_a_refused_chat_reaches_nothing_and_fetches_nothing_its_token_names():
         checks.nothing_reached(Window(cp=[], llm=[]), [{"method": "GET", "path": "/attacker/jwks.json"}])
 
 
-def test_a_status_alone_is_never_a_violation():
-    checks.refused(401)
-    with pytest.raises(Undetermined, match="not a refusal"):
-        checks.refused(200)
-
-
 @dataclass
 class Exchange:
     status: int
     body: object
     headers: list = field(default_factory=list)
+    error: str | None = None
+
+
+def test_a_status_alone_is_never_a_violation():
+    checks.refused(Exchange(401, {}))
+    checks.refused(Exchange(200, {"status": "error"}, error="the service reported an error at status"))
+    with pytest.raises(Undetermined, match="not a refusal"):
+        checks.refused(Exchange(200, {"answer": "hi"}))
 
 
 def test_refusals_compare_status_headers_and_body_but_not_what_varies_by_design():

@@ -14,7 +14,8 @@ DRIVERS = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 
 
 @pytest.mark.parametrize("path", sorted(DRIVERS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_driver_loads(path):
+def test_every_shipped_driver_loads(path, monkeypatch):
+    monkeypatch.setenv("AIS_MUTANT", "any")  # the defect drivers take their variant from it
     assert load_driver(path).families
 
 
@@ -24,7 +25,8 @@ def test_reference_driver_loads():
     assert d.applies("audit") and d.chat.answer == "answer"
 
 
-def test_mutant_driver_extends_the_reference():
+def test_mutant_driver_extends_the_reference(monkeypatch):
+    monkeypatch.setenv("AIS_MUTANT", "any")
     d = load_driver(DRIVERS / "mutant.yaml")
     assert d.service.command[-2:] == ("mutants", "{env:AIS_MUTANT}")
     assert d.service.env["CONTROL_PLANE_ENDPOINT"] == "{lab.controlplane.url}"  # inherited
@@ -97,6 +99,56 @@ def test_extends_cycle_is_refused(tmp_path):
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(DriverError, match="extends itself"):
         load_driver(tmp_path / "a.yaml")
+
+
+def test_an_extends_to_a_missing_file_names_the_file_and_the_field(tmp_path):
+    (tmp_path / "mine.yaml").write_text("extends: base/absent.yaml\nname: mine\n")
+    with pytest.raises(DriverError, match=r"mine.yaml: extends: no driver file .*base/absent.yaml"):
+        load_driver(tmp_path / "mine.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"service": {"comand": ["x"]}}, r"service.comand: unknown key; did you mean 'command'\?"),
+    ({"service": {"ready": {"timout": 5}}}, r"service.ready.timout: unknown key; did you mean 'timeout'\?"),
+    ({"chat": {"anwser": "x"}}, r"chat.anwser: unknown key; did you mean 'answer'\?"),
+    ({"netwrok": {}}, r"driver.netwrok: unknown key; did you mean 'network'\?"),
+    ({"network": {"llm_url": "X"}}, r"network.llm_url: unknown key; did you mean 'llm_url_env'\?"),
+    ({"chat": {"error": {"path": "status", "equal": "error"}}}, r"chat.error.equal: unknown key; did you mean 'equals'\?"),
+])
+def test_a_misspelt_key_is_an_error_naming_the_nearest_valid_one(tmp_path, override, message):
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(DRIVERS / "reference.yaml"), **override}))
+    with pytest.raises(DriverError, match=message):
+        load_driver(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"service": {"env": {"X": "{lab.controlplane.uri}"}}}, r"service.env: unknown placeholder \{lab.controlplane.uri\}; did you mean \{lab.controlplane.url\}"),
+    ({"service": {"env": {"X": "{prompt}"}}}, r"service.env: unknown placeholder \{prompt\}"),  # a chat's, not the service's
+    ({"service": {"env": {"X": "{env:AISLAB_SURELY_UNSET}"}}}, r"needs the environment variable AISLAB_SURELY_UNSET"),
+    ({"service": {"env": {"X": "{file:absent.ini}"}}}, r"unknown placeholder \{file:absent.ini\}"),
+    ({"service": {"env": {"X": "${HOME}"}}}, r"unknown placeholder \{HOME\}.*write \{\{ and \}\} for literal braces"),
+])
+def test_every_placeholder_is_checked_when_the_driver_loads(tmp_path, override, message):
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(DRIVERS / "reference.yaml"), **override}))
+    with pytest.raises(DriverError, match=message):
+        load_driver(path)
+
+
+def test_doubled_braces_are_literal_braces(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(DRIVERS / "reference.yaml"),
+                                    "service": {"env": {"SHELLY": "${{HOME}}/x-{lab.org_id}", "FMT": "{{asctime}}"}}}))
+    env = load_driver(path).service.env
+    rendered = render({k: env[k] for k in ("SHELLY", "FMT")}, {"lab.org_id": "org-lab"}, "service.env")
+    assert (rendered["SHELLY"], rendered["FMT"]) == ("${HOME}/x-org-lab", "{asctime}")
+
+
+def test_error_path_and_text_answers_are_part_of_the_contract():
+    d = load_driver(DRIVERS / "opsbuddy.yaml")
+    assert (d.chat.error.path, d.chat.error.equals, d.chat.answer) == ("status", "error", "result.text")
+    assert d.service.env["HOME"] == "{lab.scratch_dir}" and d.network.telemetry_off_env == {"OPSBUDDY_TELEMETRY": "off"}
 
 
 def test_unknown_placeholder_names_field_and_placeholder():

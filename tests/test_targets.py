@@ -51,7 +51,7 @@ def leftovers(name: str, slot: int) -> list[str]:
     ("import time; print('stuck in init', flush=True); time.sleep(30)", 1, r"(?s)not ready within 1s.*stuck in init"),
 ], ids=["exits", "never-answers"])
 def test_a_service_that_never_becomes_ready_is_reported_with_its_log(tmp_path, target, code, timeout, error):
-    lab = Lab(make_target(target, tmp_path), driver_with(tmp_path, ["{python}", "-c", code], timeout))
+    lab = Lab(make_target(target), driver_with(tmp_path, ["{python}", "-c", code], timeout))
     try:
         with pytest.raises(LabError, match=error):
             lab.up()
@@ -64,7 +64,7 @@ def test_every_attempt_to_leave_the_service_host_is_caught_by_the_witness(tmp_pa
     # A server on this machine, on every address: the service's host must not reach it either.
     host_server = socket.create_server(("0.0.0.0", 0))
     host_server.settimeout(0)
-    lab = Lab(make_target(target, tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
+    lab = Lab(make_target(target), load_driver(DRIVERS / "reference.yaml")).up()
     try:
         lab.reset()
         harness = lab.target.address("harness")
@@ -103,7 +103,7 @@ def test_docker_lab_network_is_closed_to_this_machine_and_the_outside(tmp_path):
     refuse that, and any way out, at once. Positive control: the same server answers the
     harness, and lab hosts answer each other."""
     host_server = socket.create_server(("0.0.0.0", 0))
-    lab = Lab(make_target("docker", tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
+    lab = Lab(make_target("docker"), load_driver(DRIVERS / "reference.yaml")).up()
     try:
         port = host_server.getsockname()[1]
         socket.create_connection((lab.target.address("harness"), port), timeout=2).close()  # the server works
@@ -126,7 +126,7 @@ def test_docker_lab_network_is_closed_to_this_machine_and_the_outside(tmp_path):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_a_command_on_a_host_that_overruns_is_stopped(tmp_path, target):
-    t = make_target(target, tmp_path)
+    t = make_target(target)
     try:
         t.create(tmp_path)
         with pytest.raises(subprocess.TimeoutExpired):
@@ -138,12 +138,12 @@ def test_a_command_on_a_host_that_overruns_is_stopped(tmp_path, target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_leftovers_of_a_killed_run_are_removed_at_the_next_start(tmp_path, target):
-    first = make_target(target, tmp_path)
+    first = make_target(target)
     slot = first.slot
     first.create(tmp_path)
     first.release()  # the owner "dies" without destroying anything
     assert leftovers(target, slot)
-    second = make_target(target, tmp_path)
+    second = make_target(target)
     try:
         assert second.slot == slot
         assert not leftovers(target, slot)
@@ -153,7 +153,7 @@ def test_leftovers_of_a_killed_run_are_removed_at_the_next_start(tmp_path, targe
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_teardown_leaves_nothing_behind(tmp_path, target):
-    lab = Lab(make_target(target, tmp_path), load_driver(DRIVERS / "reference.yaml")).up()
+    lab = Lab(make_target(target), load_driver(DRIVERS / "reference.yaml")).up()
     slot, state = lab.target.slot, lab.state_dir
     assert leftovers(target, slot)
     lab.down()
@@ -191,7 +191,7 @@ def test_an_image_driver_does_not_run_on_the_local_target(tmp_path):
     del doc["service"]["command"]
     doc["service"]["image"] = "aislab/reference-service:latest"
     (tmp_path / "image.yaml").write_text(yaml.safe_dump(doc))
-    lab = Lab(make_target("local", tmp_path), load_driver(tmp_path / "image.yaml"))
+    lab = Lab(make_target("local"), load_driver(tmp_path / "image.yaml"))
     try:
         with pytest.raises(LabError, match="use --target docker"):
             lab.up()
@@ -204,7 +204,7 @@ def test_a_missing_image_is_named_with_how_to_load_it(tmp_path):
     doc["extends"] = str(DRIVERS / "reference.yaml")
     doc["service"]["image"] = "aislab/not-loaded-here:0.0.0"
     (tmp_path / "image.yaml").write_text(yaml.safe_dump(doc))
-    lab = Lab(make_target("docker", tmp_path), load_driver(tmp_path / "image.yaml"))
+    lab = Lab(make_target("docker"), load_driver(tmp_path / "image.yaml"))
     try:
         with pytest.raises(LabError, match=r"aislab/not-loaded-here:0.0.0 is not in the local Docker engine.*docker load"):
             lab.up()
@@ -214,4 +214,4 @@ def test_a_missing_image_is_named_with_how_to_load_it(tmp_path):
 
 def test_kind_is_not_built_yet(tmp_path):
     with pytest.raises(LabError, match="not built yet"):
-        make_target("kind", tmp_path)
+        make_target("kind")

@@ -1,12 +1,15 @@
-"""Driver files: parsed strictly, every error names the offending field.
+"""Driver files: parsed strictly, every error names the offending file and field.
 
-Placeholders (`{lab.controlplane.url}`, `{user.token}`, `{env:NAME}` ...) are resolved late, so
-one driver file fits every target: the target decides the addresses, the driver only says
-where they go.
+Unknown keys are errors (with the nearest valid key), and every placeholder is checked when the
+file is loaded, before any lab starts. Placeholders (`{lab.controlplane.url}`, `{user.token}`,
+`{env:NAME}` ...) are filled late, so one driver file fits every target: the target decides the
+addresses, the driver only says where they go. `{{` and `}}` are literal braces.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +18,23 @@ from typing import Any
 import yaml
 
 FAMILIES = ("authentication", "authorization", "read-only", "audit", "proxy", "telemetry", "air-gap", "configuration")
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.:-]*)\}")
+# `{{` and `}}` stand for literal braces; `{name}` is a placeholder.
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.:-]*)\}")
+# What the lab fills everywhere; what only a chat has; `file:NAME` and `env:NAME` besides.
+LAB_PLACEHOLDERS = frozenset({
+    "python", "project", "lab.idp.url", "lab.idp.issuer", "lab.idp.jwks_url", "lab.idp.discovery_url",
+    "lab.controlplane.url", "lab.llm.url", "lab.llm.api_key", "lab.llm.model", "lab.org_id", "lab.service_token",
+    "lab.service.port", "lab.ca_file", "lab.scratch_dir",
+})
+CHAT_PLACEHOLDERS = frozenset({"prompt", "user.token", "environment", "output_file"})
+KEYS = {  # every key a driver file may have, per level
+    "driver": ("name", "version", "service", "chat", "families", "auth", "files", "secret_env", "network", "notes"),
+    "service": ("command", "image", "port", "env", "ready", "env_from_chart"),
+    "service.ready": ("path", "status", "timeout"),
+    "chat": ("mode", "answer", "answer_format", "error", "timeout", "method", "path", "headers", "json", "command"),
+    "chat.error": ("path", "equals"),
+    "network": ("llm_url_env", "ca_file_env", "telemetry_off_env"),
+}
 
 
 class DriverError(ValueError):
@@ -49,9 +68,20 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class ErrorSpec:
+    """Where a chat failed although its status says success: the value at `path` (present and
+    not null, or equal to `equals` when given)."""
+
+    path: str
+    equals: Any = None
+
+
+@dataclass(frozen=True)
 class ChatSpec:
     mode: str  # "http": a request to the running service; "cli": a command per prompt
-    answer: str  # dotted path into the JSON answer (HTTP body, or the command's stdout)
+    answer: str  # dotted path into the JSON answer (HTTP body, the command's stdout or output file)
+    answer_format: str = "json"  # or "text": the whole output is the answer
+    error: ErrorSpec | None = None
     timeout: float = 30.0
     method: str = "POST"
     path: str = ""
@@ -121,6 +151,17 @@ def _str_map(doc: dict, key: str, where: str) -> dict[str, str]:
     return out
 
 
+def _known_keys(doc: dict, where: str) -> None:
+    """Unknown keys are errors, named with the nearest valid key: a misspelt key silently
+    ignored would run a different test than the one written."""
+    allowed = KEYS[where]
+    for key in doc:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise DriverError(f"{where}.{key}: unknown key; {hint}valid keys: {', '.join(allowed)}")
+
+
 def _merge(base: dict, over: dict) -> dict:
     """`over` wins key by key, mappings merged deeply; a null in `over` removes what `base` set."""
     out = dict(base)
@@ -134,11 +175,11 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if path in chain:
-        raise DriverError(f"{path}: extends itself through {' -> '.join(map(str, chain))}")
+        raise DriverError(f"{chain[-1]}: extends: {path} extends itself through {' -> '.join(map(str, chain))}")
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise DriverError(f"{path}: driver file not found") from None
+        raise DriverError(f"{chain[-1]}: extends: no driver file {path}" if chain else f"{path}: driver file not found") from None
     except yaml.YAMLError as err:
         raise DriverError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(doc, dict):
@@ -147,7 +188,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return doc
     if not isinstance(base, str):
-        raise DriverError(f"{path}: extends: expected the path of another driver file")
+        raise DriverError(f"{path}: extends: expected the path of another driver file, got {base!r}")
     return _merge(_read((path.parent / base).resolve(), chain + (path,)), doc)
 
 
@@ -162,6 +203,7 @@ def load_driver(path: str | Path) -> Driver:
 
 
 def _parse(path: Path, doc: dict) -> Driver:
+    _known_keys(doc, "driver")
     name = _need(doc, "name", str, "driver")
     chat = _chat(_need(doc, "chat", dict, "driver"))
     service = _service(_need(doc, "service", dict, "driver", default={}), chat.mode)
@@ -174,6 +216,8 @@ def _parse(path: Path, doc: dict) -> Driver:
         raise DriverError(f"auth: {auth!r}; use bearer (the user's JWT) or none")
     files = _str_map(doc, "files", "driver")
     net = _need(doc, "network", dict, "driver", default={})
+    _known_keys(net, "network")
+    _check_placeholders(service, chat, files)
     return Driver(
         path=path,
         name=name,
@@ -200,8 +244,21 @@ def _strings(value: list, where: str) -> tuple[str, ...]:
 
 
 def _chat(doc: dict) -> ChatSpec:
+    _known_keys(doc, "chat")
     mode = _need(doc, "mode", str, "chat", default="http")
-    common = {"answer": _need(doc, "answer", str, "chat"),
+    answer_format = _need(doc, "answer_format", str, "chat", default="json")
+    if answer_format not in ("json", "text"):
+        raise DriverError(f"chat.answer_format: {answer_format!r}; use json (answer is a path into it) or text (all of it)")
+    error = doc.get("error")
+    if isinstance(error, str):
+        error = {"path": error}
+    if error is not None:
+        if not isinstance(error, dict):
+            raise DriverError(f"chat.error: expected a path or {{path, equals}}, got {error!r}")
+        _known_keys(error, "chat.error")
+        error = ErrorSpec(_need(error, "path", str, "chat.error"), error.get("equals"))
+    common = {"answer": _need(doc, "answer", str, "chat", default="" if answer_format == "text" else ...),
+              "answer_format": answer_format, "error": error,
               "timeout": float(_need(doc, "timeout", (int, float), "chat", default=30))}
     if mode == "cli":
         command = _strings(_need(doc, "command", list, "chat"), "chat.command")
@@ -221,6 +278,7 @@ def _chat(doc: dict) -> ChatSpec:
 
 
 def _service(svc: dict, mode: str) -> ServiceSpec:
+    _known_keys(svc, "service")
     command = _need(svc, "command", list, "service", default=None)
     image = _need(svc, "image", str, "service", default=None)
     if mode == "http" and not command and not image:
@@ -229,6 +287,7 @@ def _service(svc: dict, mode: str) -> ServiceSpec:
     if port is not None and not 0 < port < 65536:
         raise DriverError(f"service.port: {port} is not a TCP port")
     ready_doc = _need(svc, "ready", dict, "service", default={})
+    _known_keys(ready_doc, "service.ready")
     chart_doc = _need(svc, "env_from_chart", dict, "service", default=None)
     return ServiceSpec(
         command=_strings(command, "service.command") if command else None,
@@ -254,11 +313,32 @@ def _env_from_chart(doc: dict) -> EnvFromChart:
                         values=_need(doc, "values", dict, where, default={}))
 
 
+def _check_placeholders(service: ServiceSpec, chat: ChatSpec, files: dict[str, str]) -> None:
+    """Every placeholder must be one the lab fills where it stands, before any lab starts."""
+    lab = set(LAB_PLACEHOLDERS) | {f"file:{name}" for name in files}
+    places = {"service.env": (service.env, lab), "service.command": (list(service.command or []), lab),
+              "files": (files, LAB_PLACEHOLDERS),
+              "chat": ([chat.path, chat.headers, chat.json, list(chat.command)], lab | CHAT_PLACEHOLDERS)}
+    if service.env_from_chart is not None:
+        places["service.env_from_chart.values"] = (service.env_from_chart.values, lab)
+    for where, (value, known) in places.items():
+        for name in sorted(placeholders(value)):
+            if name.startswith("env:"):
+                if name[4:] not in os.environ:
+                    raise DriverError(f"{where}: placeholder {{{name}}} needs the environment variable {name[4:]}, which is not set")
+            elif name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=1)
+                raise DriverError(f"{where}: unknown placeholder {{{name}}}" + (f"; did you mean {{{near[0]}}}?" if near else "")
+                                  + f" (known here: {', '.join(sorted(known))}, file:NAME, env:NAME; write {{{{ and }}}} for literal braces)")
+
+
 def render(value: Any, values: dict[str, str], where: str) -> Any:
     """Fill placeholders recursively; an unknown placeholder is an error naming its field."""
     if isinstance(value, str):
 
         def sub(m: re.Match) -> str:
+            if m.group(1) is None:  # an escaped brace
+                return m.group(0)[0]
             key = m.group(1)
             if key not in values:
                 raise DriverError(f"{where}: unknown placeholder {{{key}}}; known: {sorted(values)}")
@@ -273,4 +353,4 @@ def render(value: Any, values: dict[str, str], where: str) -> Any:
 
 
 def placeholders(value: Any) -> set[str]:
-    return set(PLACEHOLDER.findall(repr(value)))
+    return {name for name in PLACEHOLDER.findall(repr(value)) if name}

@@ -54,10 +54,11 @@ def nothing_reached(window: Window, idp_requests: list[dict] | None = None) -> N
     violation_if(fetched, f"the service fetched key material named in the token's own header: {fetched}")
 
 
-def refused(status: int) -> None:
-    """A refusal is an error status. A success status alone proves no action (that is judged
-    on the wire), so it leaves the claim undetermined, never violated."""
-    undetermined_unless(status >= 400, f"the service answered HTTP {status}, not a refusal; whether it acted is judged on the wire")
+def refused(exchange) -> None:
+    """A refusal is an error status (or the driver's error path). What the service says alone
+    proves no action either way (that is judged on the wire): undetermined, never violated."""
+    undetermined_unless(exchange.status >= 400 or (exchange.status and exchange.error),
+                        f"the service answered HTTP {exchange.status}, not a refusal; whether it acted is judged on the wire")
 
 
 def _volatile_json(a, b, path: str = "") -> set[str]:

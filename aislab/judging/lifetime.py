@@ -113,6 +113,13 @@ def content_elsewhere(period: Period, essential: Essential, find: Callable[[str]
             for r in records if (found := find(json.dumps(r)))]
 
 
+def provider_reached(period: Period, essential: Essential) -> list[str]:
+    """Whatever of this period reached the provider, or tried to, other than through its proxy."""
+    names = set(essential.provider_names)
+    return ([f"attempt: {_where(r)}" for r in period.witness if bound_for(r, names, names)]
+            + [f"reached the provider from {r['client']}: {r['method']} {r['path']}" for r in period.provider])
+
+
 def nothing_non_essential(judged: list[Period], essential: Essential, claim: str) -> list[dict]:
     """The claim over every period it applies to; returns what was judged (evidence)."""
     problems = {p.label: found for p in judged if (found := non_essential(p, essential))}

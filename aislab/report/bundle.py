@@ -13,6 +13,7 @@ from pathlib import Path
 from aislab.report.evidence import Redactor
 
 BUNDLE = "conformance-bundle.tar.gz"
+LOCK = ".aislab-run.lock"  # the run's hold on its report directory (aislab.suite.plugin)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".yaml", ".yml", ".html", ".csv"}
 
 
@@ -26,20 +27,19 @@ def _redacted(path: Path, redactor: Redactor) -> bytes:
     return data
 
 
-def redact_in_place(directories: list[Path], redactor: Redactor) -> None:
-    """Redact what tools wrote on their own: Allure records step arguments (a chat with its
-    token, the LLM requests with the API key) as they are. The HTML is rendered from these."""
-    for directory in directories:
-        for path in (p for p in directory.rglob("*") if p.is_file() and p.name != BUNDLE):
-            data = _redacted(path, redactor)
-            if data != path.read_bytes():
-                path.write_bytes(data)
+def redact_in_place(paths: list[Path], redactor: Redactor) -> None:
+    """Redact what a tool wrote on its own, whole, at the end (files, or every file of a
+    directory): pytest's JUnit file quotes failure messages as they are."""
+    for path in (f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file() and f.name != BUNDLE):
+        data = _redacted(path, redactor)
+        if data != path.read_bytes():
+            path.write_bytes(data)
 
 
 def write_bundle(report_dir: Path, report: dict, redactor: Redactor) -> Path:
     # Belt and braces: whatever a tool wrote, no secret leaves in the bundle.
     members = [(str(p.relative_to(report_dir)), _redacted(p, redactor))
-               for p in sorted(p for p in report_dir.rglob("*") if p.is_file() and p.name != BUNDLE)]
+               for p in sorted(p for p in report_dir.rglob("*") if p.is_file() and p.name not in (BUNDLE, LOCK))]
     manifest = {
         "apiVersion": "ais.bundle/v1alpha1",
         "run": {"harness": report["harness"], "driver": report["driver"], "started": report["started"],
@@ -48,7 +48,7 @@ def write_bundle(report_dir: Path, report: dict, redactor: Redactor) -> Path:
     }
     members.append(("manifest.json", json.dumps(manifest, indent=1).encode()))
     target = report_dir / BUNDLE
-    with tarfile.open(target, "w:gz") as tar:
+    with tarfile.open(target, "w:gz", compresslevel=6) as tar:  # zlib's default: the last levels cost seconds, not bytes
         for name, data in members:
             info = tarfile.TarInfo(f"conformance-bundle/{name}")
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644

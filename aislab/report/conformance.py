@@ -44,7 +44,9 @@ def claim_verdict(outcomes: list[str]) -> str:
     return "satisfied"
 
 
-def overall(verdicts: list[str]) -> str:
+def overall(verdicts: list[str], interrupted: bool = False) -> str:
+    if interrupted:  # never conformant, whatever the claims judged so far say
+        return "interrupted"
     if "violated" in verdicts:
         return "non-conformant"
     if all(v in ("satisfied", "waived") for v in verdicts):
@@ -52,16 +54,28 @@ def overall(verdicts: list[str]) -> str:
     return "partial"
 
 
-def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, selected: set[str] | None = None,
-                 waivers: dict | None = None) -> dict:
+def _reason(verdict: str, mine: list[ScenarioResult], unjudged: int, interruption: str | None) -> str | None:
+    """One paragraph on why a claim is not satisfied: the first decisive scenario's message."""
+    if unjudged and verdict != "violated":
+        return f"not judged: {unjudged} of its scenarios did not run ({interruption})"
+    decisive = next((r for r in mine if r.outcome == verdict or (verdict == "undetermined" and r.outcome == "error")), None)
+    return decisive.message[:2000] if decisive is not None and verdict not in ("satisfied", "not_applicable") else None
+
+
+def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, expected: dict[str, set[str]],
+                 waivers: dict | None = None, interruption: str | None = None) -> dict:
+    """`expected`: per selected claim, the scenarios (node ids) the run set out to judge it by.
+    A claim some of whose scenarios never ran is undetermined unless what did run violated it."""
     catalogue = load_claims(claims_file)
     claims = []
     for claim in catalogue["claims"]:
-        if selected is not None and claim["id"] not in selected:
+        if claim["id"] not in expected:
             continue
         mine = [r for r in results if claim["id"] in r.claims]
-        observed = claim_verdict([r.outcome for r in mine])
+        unjudged = len(expected[claim["id"]] - {r.nodeid for r in mine})
+        observed = claim_verdict([r.outcome for r in mine] + ["undetermined"] * unjudged)
         waiver = (waivers or {}).get(claim["id"])
+        reason = _reason(observed, mine, unjudged, interruption)
         claims.append({
             "id": claim["id"],
             "family": claim["family"],
@@ -70,6 +84,7 @@ def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, s
             "tags": claim.get("tags", {}),
             "verdict": "waived" if waiver else observed,
             "observed": observed,
+            **({"reason": reason} if reason else {}),
             **({"waiver": waiver.as_dict()} if waiver else {}),
             "scenarios": [
                 {"name": r.name, "nodeid": r.nodeid, "outcome": r.outcome, "seconds": round(r.seconds, 3),
@@ -83,9 +98,18 @@ def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, s
         "catalogue": {"file": claims_file.name, "sha256": hashlib.sha256(claims_file.read_bytes()).hexdigest()},
         **meta,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "result": overall([c["verdict"] for c in claims]),
+        "result": overall([c["verdict"] for c in claims], interruption is not None),
+        **({"interruption": {
+            "reason": interruption,
+            "judged": [c["id"] for c in claims if c["id"] not in _unjudged(claims, expected)],
+            "notJudged": sorted(_unjudged(claims, expected)),
+        }} if interruption is not None else {}),
         "claims": claims,
     }
+
+
+def _unjudged(claims: list[dict], expected: dict[str, set[str]]) -> set[str]:
+    return {c["id"] for c in claims if expected[c["id"]] - {s["nodeid"] for s in c["scenarios"]}}
 
 
 EXIT_CONFORMANT, EXIT_HARNESS_FAILED, EXIT_VIOLATED, EXIT_INCOMPLETE = 0, 1, 100, 101
@@ -93,12 +117,13 @@ EXIT_CONFORMANT, EXIT_HARNESS_FAILED, EXIT_VIOLATED, EXIT_INCOMPLETE = 0, 1, 100
 
 def exit_code(report: dict, harness_failed: bool) -> int:
     """0 conformant, 100 a claim violated, 101 nothing violated but not all satisfied, 1 the
-    harness itself failed (then no verdict can be trusted, violations included)."""
-    if harness_failed:
+    harness itself failed or the run was interrupted (then no verdict can be trusted as a whole)."""
+    if harness_failed or report["result"] == "interrupted":
         return EXIT_HARNESS_FAILED
     return {"conformant": EXIT_CONFORMANT, "non-conformant": EXIT_VIOLATED}.get(report["result"], EXIT_INCOMPLETE)
 
 
-def write_report(path: Path, report: dict) -> None:
+def write_report(path: Path, report: dict, redactor) -> None:
+    """Written redacted: messages quote what the witnesses saw."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(redactor.text(json.dumps(report, indent=2)) + "\n")

@@ -17,8 +17,6 @@ from aislab.deployment.runenv import chart_env
 from aislab.deployment.values import Values
 from aislab.judging.configuration import SECRET_ENV
 from aislab.judging.verdict import NOT_APPLICABLE
-from aislab.report.bundle import redact_in_place
-from aislab.report.evidence import Redactor
 from aislab.suite.plugin import SESSION, claim_ids
 
 FAMILY = "configuration"
@@ -57,6 +55,8 @@ def pytest_configure(config):
             raise ConfigurationError("--values without --chart: give the chart the values are for")
         if config.getoption("--chart"):
             config.stash[DEPLOYMENT] = open_deployment(config)
+            # Literal keys the values wrote into the manifests are secrets, wherever they show.
+            s.redactor.extra.update(config.stash[DEPLOYMENT].secrets(SECRET_ENV))
         spec = s.driver.service.env_from_chart
         if spec is not None:
             if DEPLOYMENT not in config.stash:
@@ -88,19 +88,6 @@ def deployment(request) -> Deployment:
     return request.config.stash[DEPLOYMENT]
 
 
-@pytest.fixture(scope="session")
-def deployment_redactor(deployment) -> Redactor:
-    """Literal keys the values wrote into the manifests are secrets: redacted from the evidence."""
-    return Redactor(deployment.secrets(SECRET_ENV))
-
-
-@pytest.hookimpl(tryfirst=True)  # before the main plugin bundles the report directory
-def pytest_unconfigure(config):
-    """Allure records step arguments as they are (a container with a literal key among them)."""
-    deployment, s = config.stash.get(DEPLOYMENT, None), config.stash.get(SESSION, None)
-    if deployment is not None and s is not None and s.report is not None:
-        alluredir = config.getoption("--alluredir", None)
-        redact_in_place([s.report_dir] + ([Path(alluredir)] if alluredir else []), deployment.secrets(SECRET_ENV))
 
 
 def pytest_report_header(config):

@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from aislab.report.evidence import EvidenceSink, Redactor
-from aislab.suite.redaction import redactor_for
-from aislab import PROJECT
-from aislab.world.lab import Lab
 from aislab.judging.observe import Observer
-from aislab.suite.plugin import EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, is_lifetime
+from aislab.judging.verdict import Undetermined
+from aislab.report.evidence import EvidenceSink
+from aislab.suite.plugin import EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, is_lifetime, unresponsive
+from aislab.world.lab import Lab
 from aislab.world.mocks.llm.scriptbook import ScriptBook
 from aislab.world.targets import make_target
 
@@ -24,7 +23,7 @@ def aislab_session(request) -> Session:
 
 @pytest.fixture(scope="session")
 def lab(aislab_session) -> Lab:
-    target = make_target(aislab_session.config.getoption("--target"), PROJECT)
+    target = make_target(aislab_session.config.getoption("--target"))
     instance = Lab(target, aislab_session.driver)
     aislab_session.lab = instance
     try:
@@ -42,11 +41,11 @@ def lab(aislab_session) -> Lab:
 
 
 def _keep_service_log(session: Session, lab: Lab) -> None:
-    log = lab.state_dir / "logs" / "service.log"  # every instance's output, in order
+    log = lab.dirs.logs / "service.log"  # every instance's output, in order
     if log.exists():
         dest = session.report_dir / "service.log"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(redactor_for(lab).text(log.read_text(errors="replace")[-4_000_000:]))
+        dest.write_text(session.redactor().text(log.read_text(errors="replace")[-4_000_000:]))
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +63,8 @@ def profile(request) -> dict:
     return PROFILES[request.config.getoption("--profile")]
 
 
-# Families judged without the lab (on the rendered chart), each with the fixture that knows the
-# secrets of what it judges: their scenarios never start the lab.
-LAB_FREE_FAMILIES = {"configuration": "deployment_redactor"}
+# Families judged without the lab (on the rendered chart): their scenarios never start it.
+LAB_FREE_FAMILIES = {"configuration"}
 
 
 @pytest.fixture
@@ -74,20 +72,22 @@ def evidence(request, aislab_session):
     """Per scenario: a dict the scenario fills, attached afterwards, redacted. A scenario judged
     on the lab first resets it, and its evidence adds what the witnesses saw."""
     families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
-    lab = request.getfixturevalue("lab") if families - set(LAB_FREE_FAMILIES) else None
+    lab = request.getfixturevalue("lab") if families - LAB_FREE_FAMILIES else None
+    chats = 0
     if lab is not None:
+        why = unresponsive(aislab_session)
+        if why:
+            raise Undetermined(why)
         if not families & NETWORK_FAMILIES and not is_lifetime(request.node):
-            lab.ensure_service({})  # a network scenario may have left the service reconfigured
+            lab.ensure_service({})  # a network scenario may have left the service reconfigured (or it died)
         lab.reset()
-    own_secrets = [request.getfixturevalue(LAB_FREE_FAMILIES[f]).secrets for f in families & set(LAB_FREE_FAMILIES)]
+        chats = len(lab.chats)
     extra: dict[str, object] = {}
     yield extra
+    if lab is not None and lab.chats[chats:]:  # did the service answer any chat of this scenario?
+        aislab_session.unanswered = 0 if any(lab.chats[chats:]) else aislab_session.unanswered + 1
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
-    redactor = redactor_for(lab) if lab else Redactor()
-    for secrets in own_secrets:
-        for name, value in secrets.items():
-            redactor.add(name, value)
-    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", redactor)
+    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", aislab_session.redactor())
     readers = {}
     if lab is not None:
         readers = {"controlplane-journal": lab.cp_journal, "llm-requests": lab.llm_requests, "audit-log": lab.audit_log,

@@ -1,26 +1,32 @@
-"""pytest plugin: options, claim selection, scenario outcomes, verdicts, report and exit code."""
+"""pytest plugin: options, the run's session (one per report directory), claim selection,
+scenario outcomes, and the guards of a run CI can trust (interruption, deadline, a service
+that stops answering). The report itself is made in aislab.suite.reporting."""
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
+import os
 import re
+import shutil
+import signal
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import allure_commons
 import pytest
-
-from aislab.driver import DriverError, load_driver
-from aislab import PROJECT
-from aislab.world.lab import FIXTURES, Lab
-from aislab.report.bundle import redact_in_place, write_bundle
-from aislab.report.evidence import Redactor
-from aislab.suite.redaction import redactor_for
-from aislab.report.conformance import ScenarioResult, build_report, exit_code, load_claims, write_report
-from aislab.report.waivers import WaiverError, load_waivers
-from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, Violation
-from aislab.suite.drilldown import DrillDown, label_marks, short_trace
 from pytest_bdd.scenario import scenario_wrapper_template_registry
+
+from aislab import PROJECT
+from aislab.driver import DriverError, load_driver
+from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, Violation
+from aislab.report.bundle import LOCK
+from aislab.report.conformance import ScenarioResult, load_claims
+from aislab.report.waivers import WaiverError, load_waivers
+from aislab.suite.drilldown import DrillDown, label_marks, short_trace
+from aislab.suite.redaction import RedactingFileLogger, SessionRedactor
+from aislab.world.lab import FIXTURES, Lab
 
 CLAIMS_FILE = PROJECT / "claims.yaml"
 CLAIM_ID = re.compile(r"^AIS-[A-Z]+-\d+$")
@@ -28,6 +34,9 @@ CLAIM_ID = re.compile(r"^AIS-[A-Z]+-\d+$")
 PROFILES = {"quick": {"idle_seconds": 1.0}, "certification": {"idle_seconds": 30.0}}
 NETWORK_FAMILIES = {"proxy", "telemetry", "air-gap"}
 LIFETIME = "lifetime"
+# After this many scenarios in a row in which the service answered no chat at all, the rest
+# are undetermined at once: a hanging service costs minutes, not the better part of an hour.
+UNRESPONSIVE_SCENARIOS = 3
 SESSION = pytest.StashKey["Session"]()
 EVIDENCE = pytest.StashKey[list]()
 
@@ -41,19 +50,31 @@ def pytest_addoption(parser):
                     help="quick: short idle windows; certification: long ones (as in Sonobuoy's modes)")
     group.addoption("--claims", default="", help="comma-separated claim IDs, globs (AIS-RBAC-*) or families to run")
     group.addoption("--waivers", default=None, help="YAML file of waivers: claim, justification, owner, expires")
+    group.addoption("--deadline", default=None, type=float,
+                    help="seconds the whole run may take; past it the run stops and its report says interrupted")
 
 
 class Session:
+    """One conformance run: what it judges, what it found, and what may stop it."""
+
     def __init__(self, config):
         self.config = config
         self.catalogue = load_claims(CLAIMS_FILE)
         self.claims = {c["id"]: c for c in self.catalogue["claims"]}
+        self.families = set(self.catalogue["families"])
+        self.patterns = self._patterns(config.getoption("--claims"))
         self.driver = load_driver(config.getoption("--driver"))
-        self.report_dir = Path(config.getoption("--report-dir"))
+        self.report_dir = Path(config.getoption("--report-dir")).resolve()
+        self._lock: int | None = None  # the report directory is claimed once scenarios are collected
         self.results: dict[str, ScenarioResult] = {}
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.clock = time.monotonic()
         self.lab: Lab | None = None
         self.report: dict | None = None
+        self.selected: list = []  # the items this run set out to judge
+        self.interrupted: str | None = None  # why the run stopped before judging all of them
+        self.unanswered = 0  # scenarios in a row in which the service answered no chat
+        self.redactor = SessionRedactor(self)
         self.waivers, self.warnings = {}, []
         if config.getoption("--waivers"):
             active, self.warnings = load_waivers(Path(config.getoption("--waivers")), set(self.claims))
@@ -62,7 +83,47 @@ class Session:
     def family(self, claim_id: str) -> str:
         return self.claims[claim_id]["family"]
 
+    def _patterns(self, given: str) -> list[str]:
+        """Every --claims item must name a claim, a glob of claims, or a family."""
+        patterns = [p.strip() for p in given.split(",") if p.strip()]
+        for p in patterns:
+            if p not in self.families and not any(fnmatch.fnmatch(c, p) for c in self.claims):
+                raise DriverError(f"--claims {p}: matches no claim and no family; claims: {', '.join(self.claims)}; "
+                                  f"families: {', '.join(sorted(self.families))}")
+        return patterns
 
+    def claim_report_dir(self) -> int:
+        """One run per report directory: a second one is refused, and the directory is emptied
+        for this run (nothing of an earlier run can end up in this one's bundle)."""
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        lock = self.report_dir / LOCK
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = Path(lock).read_text().strip() or "?"
+            os.close(fd)
+            raise DriverError(f"--report-dir {self.report_dir}: in use by another run (pid {owner}); "
+                              "wait for it or give another --report-dir") from None
+        for old in self.report_dir.iterdir():
+            if old.name != lock.name:
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        alluredir = self.config.getoption("--alluredir", None)
+        if alluredir:  # made by Allure when it started, before this run had the directory
+            Path(alluredir).mkdir(parents=True, exist_ok=True)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return fd
+
+    def selection(self) -> str:
+        """What this run was asked to judge, every way it can be narrowed."""
+        parts = [f"--claims {','.join(self.patterns)}"] if self.patterns else []
+        parts += [f"-m {self.config.option.markexpr}"] if self.config.option.markexpr else []
+        parts += [f"-k {self.config.option.keyword}"] if self.config.option.keyword else []
+        return "; ".join(parts) or "all"
+
+
+@pytest.hookimpl(tryfirst=True)  # before allure-pytest-bdd makes its file writer
 def pytest_configure(config):
     catalogue = load_claims(CLAIMS_FILE)
     for claim in catalogue["claims"]:
@@ -71,13 +132,32 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{family}: claim family - {text}")
     config.addinivalue_line("markers", f"{LIFETIME}: judged over the service's whole life; runs after every other scenario")
     try:
-        config.stash[SESSION] = Session(config)
+        config.stash[SESSION] = s = Session(config)
     except (DriverError, WaiverError) as err:
         pytest.exit(f"cannot start: {err}", returncode=1)
+    # Allure's results are redacted as they are written: a run killed midway leaves no secret.
+    RedactingFileLogger.install(s.redactor)
     if config.getoption("--alluredir", None):
-        drill_down = DrillDown(config.stash[SESSION].results)
+        drill_down = DrillDown(s.results)
         allure_commons.plugin_manager.register(drill_down)
         config.add_cleanup(lambda: allure_commons.plugin_manager.unregister(drill_down))
+    # SIGTERM (timeout, CI cancel) ends a run like Ctrl-C: the lab torn down, the report redacted
+    # and marked interrupted. Not a pass, and not a run left behind.
+    def terminated(signum, _frame):
+        s.interrupted = "terminated (SIGTERM)"
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def pytest_keyboard_interrupt(excinfo):
+    # pytest calls this without the config: the session that saw it is the one running.
+    for s in _RUNNING:
+        s.interrupted = s.interrupted or "interrupted (SIGINT)"
+
+
+_RUNNING: list[Session] = []
 
 
 def pytest_bdd_apply_tag(tag, function):
@@ -94,20 +174,25 @@ def claim_ids(item) -> list[str]:
     return [m.name for m in item.iter_markers() if CLAIM_ID.match(m.name)]
 
 
-def _selected(s: Session, cids: list[str], patterns: list[str]) -> bool:
-    return not patterns or any(fnmatch.fnmatch(c, p) or s.family(c) == p for c in cids for p in patterns)
+def _selected(s: Session, cids: list[str]) -> bool:
+    return not s.patterns or any(fnmatch.fnmatch(c, p) or s.family(c) == p for c in cids for p in s.patterns)
 
 
 def pytest_collection_modifyitems(config, items):
     s = config.stash[SESSION]
-    patterns = [p.strip() for p in config.getoption("--claims").split(",") if p.strip()]
+    s.scenarios_collected = any(claim_ids(item) for item in items)  # (before -m and -k narrow them)
+    if s.scenarios_collected and s._lock is None and not config.option.collectonly:
+        try:
+            s._lock = s.claim_report_dir()
+        except DriverError as err:
+            pytest.exit(f"cannot start: {err}", returncode=1)
     keep, drop = [], []
     for item in items:
         cids = claim_ids(item)
         unknown = [c for c in cids if c not in s.claims]
         if unknown:
             raise pytest.UsageError(f"{item.nodeid}: tags {unknown} are not in claims.yaml")
-        (keep if _selected(s, cids, patterns) else drop).append(item)
+        (keep if _selected(s, cids) else drop).append(item)
         for mark in label_marks(item.nodeid, {cid: s.family(cid) for cid in cids}):  # Allure
             item.add_marker(mark)
         for cid in cids:
@@ -126,6 +211,18 @@ def pytest_collection_modifyitems(config, items):
     items[:] = keep
 
 
+def pytest_collection_finish(session):
+    """What -m and -k left is what this run judges; a selection that leaves nothing is an error."""
+    s = session.config.stash.get(SESSION, None)
+    if s is None:
+        return
+    s.selected = [item for item in session.items if claim_ids(item)]
+    _RUNNING.append(s)
+    if getattr(s, "scenarios_collected", False) and not s.selected and not session.config.option.collectonly:
+        pytest.exit(f"the selection ({s.selection()}) matches no scenario: nothing would be judged; "
+                    f"claims: {', '.join(s.claims)}; families: {', '.join(sorted(s.families))}", returncode=1)
+
+
 def service_setup(item) -> str:
     """The Given steps that configure the service, as text: equal text, equal configuration."""
     template = scenario_wrapper_template_registry.get(getattr(item, "obj", None))
@@ -138,16 +235,24 @@ def service_setup(item) -> str:
     return "|".join(re.sub(r"^the service (has just started|runs) ", "", g) for g in givens)
 
 
+def pytest_runtest_logfinish(nodeid, location):
+    """Past the run's deadline, stop after the scenario that is running."""
+    for s in _RUNNING:
+        deadline = s.config.getoption("--deadline")
+        if deadline is not None and time.monotonic() - s.clock > deadline and s.selected:
+            s.interrupted = s.interrupted or f"deadline of {deadline:.0f}s reached"
+            s.selected[0].session.shouldstop = s.interrupted
+
+
 # --- outcomes ------------------------------------------------------------------------------
 def _outcome(report, call) -> str | None:
     if report.skipped and NOT_APPLICABLE in str(report.longrepr):
         return "not_applicable"
     if report.failed:
-        if call.excinfo is not None and report.when == "call":
-            if call.excinfo.errisinstance(Violation):
-                return "violated"
-            if call.excinfo.errisinstance(Undetermined):
-                return "undetermined"
+        if call.excinfo is not None and report.when == "call" and call.excinfo.errisinstance(Violation):
+            return "violated"
+        if call.excinfo is not None and call.excinfo.errisinstance(Undetermined):
+            return "undetermined"  # also before the scenario ran: e.g. a service that stopped answering
         return "error"  # the harness or the lab failed: no verdict, and exit code 1
     if report.passed and report.when == "call":
         return "passed"
@@ -169,7 +274,7 @@ def pytest_runtest_makereport(item, call):
                 claims=cids,
                 outcome=outcome,
                 seconds=(previous.seconds if previous else 0) + report.duration,
-                message=str(call.excinfo.value) if call.excinfo else "",
+                message=s.redactor().text(str(call.excinfo.value)) if call.excinfo else "",
                 trace=short_trace(call.excinfo.value) if outcome == "error" else "",
             )
     if report.when == "teardown" and item.nodeid in s.results:
@@ -184,55 +289,12 @@ def scenario_name(item) -> str:
     return f"{name} [{callspec.id}]" if callspec else name
 
 
-# --- the report ----------------------------------------------------------------------------
-def pytest_sessionfinish(session, exitstatus):
-    s = session.config.stash.get(SESSION, None)
-    if s is None or not s.results:
-        return
-    lab = s.lab
-    meta = {
-        "driver": {"name": s.driver.name, "version": s.driver.version, "file": str(s.driver.path),
-                   "command": list(s.driver.service.command or []), "image": s.driver.service.image},
-        "target": session.config.getoption("--target"),
-        "profile": session.config.getoption("--profile"),
-        "selection": session.config.getoption("--claims") or "all",
-        "started": s.started,
-        "timings": {k: round(v, 3) for k, v in (lab.timings.items() if lab else [])},
-        "warnings": s.warnings,
-    }
-    selected = {c for r in s.results.values() for c in r.claims}
-    s.report = build_report(CLAIMS_FILE, list(s.results.values()), meta, selected, s.waivers)
-    harness_failed = any(r.outcome == "error" for r in s.results.values())
-    s.report["exitCode"] = exit_code(s.report, harness_failed)
-    write_report(s.report_dir / "conformance-report.json", s.report)
-    session.exitstatus = s.report["exitCode"]
+def unresponsive(s: Session) -> str | None:
+    """Why the rest of the run cannot be judged on the service, if that is so."""
+    if s.unanswered >= UNRESPONSIVE_SCENARIOS:
+        return (f"the service answered no chat in the last {s.unanswered} scenarios (timeout {s.driver.chat.timeout:.0f}s "
+                "each); the remaining scenarios are not run")
+    if s.lab is not None and s.lab.deaths > 1:
+        return "the service exited twice during the run (restarted once); the remaining scenarios are not run"
+    return None
 
-
-def pytest_unconfigure(config):
-    # After every sessionfinish hook, so JUnit and Allure results are complete on disk.
-    s = config.stash.get(SESSION, None)
-    if s is not None and s.report is not None:
-        redactor = redactor_for(s.lab) if s.lab else Redactor()
-        alluredir = config.getoption("--alluredir", None)
-        redact_in_place([s.report_dir] + ([Path(alluredir)] if alluredir else []), redactor)
-        write_bundle(s.report_dir, s.report, redactor)
-
-
-def pytest_terminal_summary(terminalreporter):
-    s = terminalreporter.config.stash.get(SESSION, None)
-    if s is None or not s.report:
-        return
-    tr = terminalreporter
-    tr.section("claims")
-    for warning in s.warnings:
-        tr.write_line(f"warning: {warning}", yellow=True)
-    colours = {"satisfied": "green", "violated": "red", "undetermined": "yellow", "waived": "cyan", "not_applicable": "white"}
-    for c in s.report["claims"]:
-        counts: dict[str, int] = {}
-        for sc in c["scenarios"]:
-            counts[sc["outcome"]] = counts.get(sc["outcome"], 0) + 1
-        detail = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        if c["verdict"] == "waived":
-            detail += f" (observed {c['observed']}; waived until {c['waiver']['expires']}: {c['waiver']['justification']})"
-        tr.write_line(f"{c['id']:<13} {c['verdict']:<15} {detail}", **{colours[c["verdict"]]: True})
-    tr.write_line(f"result: {s.report['result']}  exit code {s.report['exitCode']}  (report: {s.report_dir / 'conformance-report.json'})")

@@ -1,17 +1,83 @@
-"""The lab's redactor: every secret the lab knows of, and every token it minted."""
+"""Redaction as things are written: the run's one redactor (every secret the lab knows, every
+token it minted, what the deployment's values wrote in clear) and an Allure writer that uses it,
+so a run killed at any moment leaves no secret in clear under the report directory."""
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
+from pathlib import Path
+
+from allure_commons import hookimpl
+from allure_commons.logger import AllureFileLogger
+from attr import asdict
+
 from aislab.report.evidence import Redactor
 
-_REDACTORS: dict[int, tuple[Redactor, list[int]]] = {}
+
+class SessionRedactor:
+    """Call it for the redactor as of now: it learns the lab's secrets once the lab is up, and
+    each token the lab mints, as they come (building every token's forms anew each time would
+    cost seconds)."""
+
+    def __init__(self, session):
+        self.session = session
+        self.extra: dict[str, str] = {}  # secrets from elsewhere (a deployment's literal keys)
+        self._redactor = Redactor()
+        self._lab = None
+        self._tokens = 0
+        self._extra = 0
+
+    def __call__(self) -> Redactor:
+        lab = self.session.lab
+        if lab is not None and getattr(lab, "tokens", None) is not None:
+            if self._lab is not lab:
+                self._lab, self._tokens = lab, 0
+                for name, value in lab.redaction_secrets().items():
+                    self._redactor.add(name, value)
+            self._redactor.add_tokens(lab.tokens.minted[self._tokens:])
+            self._tokens = len(lab.tokens.minted)
+        if len(self.extra) != self._extra:
+            for name, value in self.extra.items():
+                self._redactor.add(name, value)
+            self._extra = len(self.extra)
+        return self._redactor
 
 
-def redactor_for(lab) -> Redactor:
-    """One redactor per lab, told of every token minted since it last looked (building the
-    forms of hundreds of tokens anew for every evidence file would cost seconds)."""
-    redactor, seen = _REDACTORS.setdefault(id(lab), (Redactor(lab.redaction_secrets()), [0]))
-    minted = getattr(getattr(lab, "tokens", None), "minted", [])
-    redactor.add_tokens(minted[seen[0]:])
-    seen[0] = len(minted)
-    return redactor
+class RedactingFileLogger(AllureFileLogger):
+    """Allure's own file writer, redacting every result and attachment before it reaches disk."""
+
+    def __init__(self, report_dir, redactor: SessionRedactor, clean: bool = False):
+        super().__init__(report_dir, clean)
+        self.redactor = redactor
+
+    @classmethod
+    def install(cls, redactor: SessionRedactor) -> None:
+        """Make allure-pytest-bdd write through this logger (it builds its logger in its own
+        pytest_configure, which runs after this plugin's)."""
+        import allure_pytest_bdd.plugin
+
+        allure_pytest_bdd.plugin.AllureFileLogger = lambda report_dir, clean=False: cls(report_dir, redactor, clean)
+
+    def _write(self, name: str, data: bytes) -> None:
+        tmp = self._report_dir / f"{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self._report_dir / name)
+
+    def _report_item(self, item):
+        text = json.dumps(asdict(item, filter=lambda _, v: v or v is False), ensure_ascii=False)
+        self._write(item.file_pattern.format(prefix=uuid.uuid4()), self.redactor().text(text).encode())
+
+    @hookimpl
+    def report_attached_file(self, source, file_name):
+        self.report_attached_data(Path(source).read_bytes(), file_name)
+
+    @hookimpl
+    def report_attached_data(self, body, file_name):
+        data = body.encode() if isinstance(body, str) else body
+        try:
+            data = self.redactor().text(data.decode()).encode()
+        except UnicodeDecodeError:
+            pass  # not text: nothing of ours to find in it
+        self._write(file_name, data)

@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +21,13 @@ from aislab import PROJECT
 from aislab.world.witnesses.records import ADMIN_HEADER
 from aislab.world.mocks.controlplane.rbac import Directory
 from aislab.driver.client import ChatExchange, run_cli_chat, send_chat
-from aislab.driver.model import Driver, placeholders, render
+from aislab.driver.model import Driver, render
 from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, attacker_certificate, jwks_document
 from aislab.world import proxies
-from aislab.world.pki import CA
+from aislab.world.layout import SERVICE_UID
+from aislab.world.pki import CA, write_private
 from aislab.world.targets.base import (HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, WITNESS_TCP, WITNESS_UDP, LabError,
-                                       LabProcess, Target)
+                                       LabProcess, Sandbox, Target)
 from aislab.world.witnesses.reader import WitnessReader
 
 FIXTURES = PROJECT / "fixtures"
@@ -55,7 +55,6 @@ class Lab:
     target: Target
     driver: Driver
     fixtures: Path = FIXTURES
-    state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="aislab-")))
     timings: dict[str, float] = field(default_factory=dict)
     service: LabProcess | None = None
     service_overrides: dict[str, str] = field(default_factory=dict)
@@ -71,13 +70,17 @@ class Lab:
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
         self.witnesses = WitnessReader(self.http, self.url, self.admin_secret)
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        # Proxies drop root: they may traverse the state directory but list nothing in it.
-        self.state_dir.chmod(0o711)
-        self.proxy_dir = self.state_dir / "proxies"
-        self.proxy_dir.mkdir(mode=0o755, exist_ok=True)
+        self.dirs = self.target.dirs.create()
+        self.state_dir = self.dirs.state
+        # Proxies drop root: their configs and logs are public (nothing secret is in them).
+        self.proxy_dir = self.dirs.public / "proxies"
+        self.proxy_dir.mkdir(mode=0o755)
         self.proxy_logs: dict[str, Path] = {}
         self.proxy_offsets: dict[str, int] = {}
+        self.sandbox: Sandbox | None = None  # how the service runs: decided once its command is known
+        self.warnings: list[str] = []  # what a reviewer should know about this run (shown in the report)
+        self.chats: list[bool] = []  # per chat sent, whether the service answered at all
+        self.deaths = 0  # times the service exited on its own
 
     def __repr__(self) -> str:
         # Shown as a step argument in the Allure drill-down: short, no paths, no secrets.
@@ -120,17 +123,13 @@ class Lab:
             "lab.org_id": ORG_ID,
             "lab.service_token": self.service_token,
             "lab.service.port": str(self.driver.service.port),
-            "lab.ca_file": str(self.state_dir / "ca.pem"),
+            "lab.ca_file": str(self.dirs.public / "ca.pem"),
+            "lab.scratch_dir": str(self.dirs.scratch),
             "project": self.target.project,
         }
-        vals.update({f"file:{name}": str(self.state_dir / "driver-files" / name) for name in self.driver.files})
-        d = self.driver
-        templates = [d.service.env, list(d.service.command or []), d.files, list(d.chat.command), d.chat.json, d.chat.path]
-        for name in set().union(*(placeholders(t) for t in templates)):
-            if name.startswith("env:"):
-                if name[4:] not in os.environ:
-                    raise LabError(f"{self.driver.path}: placeholder {{{name}}} needs environment variable {name[4:]}")
-                vals[name] = os.environ[name[4:]]
+        vals.update({f"file:{name}": str(self.dirs.files / name) for name in self.driver.files})
+        # The driver was checked when loaded: every env: placeholder it has is set.
+        vals.update({f"env:{name}": value for name, value in os.environ.items()})
         return vals
 
     # --- bring-up ----------------------------------------------------------------------
@@ -140,10 +139,12 @@ class Lab:
         self.tokens = TokenFactory(key, self.issuer, attacker_base=self.url("idp"))
         self.service_token = self.tokens.mint(self.directory.user_for("svc-ai-assistant"), exp=int(time.time()) + 86400)
         (self.state_dir / "jwks.json").write_text(json.dumps(jwks_document(key)))
+        key.save(self.state_dir / "idp-signing-key.pem")  # as an IdP keeps it: the service must never read it
         # Key material the issuer never published, served where header-injection tokens point.
         (self.state_dir / "attacker-jwks.json").write_text(json.dumps(jwks_document(self.tokens.rogue_key)))
         (self.state_dir / "attacker-cert.pem").write_bytes(attacker_certificate(self.tokens.rogue_key))
         CA.create().save(self.state_dir)
+        shutil.copy(self.state_dir / "ca.pem", self.dirs.public / "ca.pem")
         addr = self.target.address
         dns_names = {f"{h}.lab": addr(h) for h in HOSTS if h != "harness"}
         dns_names.update({name: addr(host) for name, host in OUTSIDE_NAMES.items()})
@@ -168,7 +169,7 @@ class Lab:
             "witness_udp_port": WITNESS_UDP,
         }))
         self._render_driver_files()
-        self.target.create(self.state_dir)
+        self.target.create()
         self.timings.update(self.target.timings)
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
@@ -186,16 +187,13 @@ class Lab:
         return self
 
     def _render_driver_files(self) -> None:
-        """Config files the driver templates with the lab's addresses and secrets."""
-        if not self.driver.files:
-            return
-        directory = self.state_dir / "driver-files"
-        directory.mkdir(mode=0o700, exist_ok=True)
+        """Config files the driver templates with the lab's addresses and secrets: the service's
+        own, so its user's alone."""
         values = self.values()
         for name, template in self.driver.files.items():
-            path = directory / name
-            path.touch(mode=0o600)
-            path.write_text(render(template, values, f"files.{name}"))
+            path = self.dirs.files / name
+            write_private(path, render(template, values, f"files.{name}").encode())
+            os.chown(path, SERVICE_UID, SERVICE_UID)
 
     def _share(self, path: Path) -> Path:
         """A copy in the state directory, which every host of every target sees."""
@@ -208,7 +206,7 @@ class Lab:
             host,
             [self.target.python, "-m", "aislab.world.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
             self._base_env(),
-            self.state_dir / "logs" / f"{role}.log",
+            self.dirs.logs / f"{role}.log",
             announces=True,
             net_admin=net_admin,
         )
@@ -220,7 +218,7 @@ class Lab:
         started = []
         for kind, group in specs.items():
             for spec in group:
-                proc = self.target.spawn(kind, spec.command, self._base_env(), self.state_dir / "logs" / f"{spec.name}.log")
+                proc = self.target.spawn(kind, spec.command, self._base_env(), self.dirs.logs / f"{spec.name}.log")
                 self.proxy_logs[spec.name] = spec.log
                 started += [(proc, addr(kind), port) for port in sorted(set(spec.ports))]
         return started
@@ -242,7 +240,18 @@ class Lab:
         env = render(self.driver.service.env, self.values(), "service.env")
         # What the customer's values ask for and their chart drops stays dropped, as in their cluster.
         overrides = {k: v for k, v in (overrides or {}).items() if k not in self.driver.service.withheld_env}
-        return {**self._base_env(), **env, **overrides}
+        # Its HOME is its scratch directory unless the driver says otherwise: never the harness's.
+        return {**self._base_env(), "HOME": str(self.dirs.scratch), **env, **overrides}
+
+    def service_sandbox(self, command: list[str]) -> Sandbox:
+        """Its own user where its command allows (said in the report where it does not)."""
+        if self.sandbox is None:
+            uid = SERVICE_UID if self.target.may_run_as(SERVICE_UID, command) else None
+            if uid is None:
+                self.warnings.append(f"the service ran as root in its sandbox: an unprivileged user cannot execute {command[0]} "
+                                     "(its state, the lab's keys and the Docker socket stayed out of its sight)")
+            self.sandbox = Sandbox(self.dirs, uid)
+        return self.sandbox
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
         self.service_overrides = dict(overrides or {})
@@ -254,7 +263,8 @@ class Lab:
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         self.service = self.target.spawn(
-            "service", command, self.service_env(overrides), self.state_dir / "logs" / "service.log", image=spec.image
+            "service", command, self.service_env(overrides), self.dirs.logs / "service.log", image=spec.image,
+            sandbox=self.service_sandbox(command or [spec.image or ""]),
         )
         self._await_service()
         self.timings["service_start"] = time.monotonic() - t0
@@ -293,6 +303,10 @@ class Lab:
         """Run the service with exactly these overrides of its driver env (fresh: restart anyway,
         so that its start-up is observed)."""
         overrides = overrides or {}
+        if self.service is not None and not self.service.alive():  # it died on its own: noticed, said, restarted
+            self.deaths += 1
+            self.warnings.append(f"the service (instance {self.life[-1].number}) exited with code {self.service.wait(0)} "
+                                 "during the run and was restarted; its log is in service.log")
         if fresh or overrides != self.service_overrides or not self.service_running():
             self.restart_service(overrides)
 
@@ -323,10 +337,7 @@ class Lab:
             self.stop_service()
         finally:
             self.http.close()
-            try:
-                self.target.destroy()
-            finally:
-                shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.target.destroy()  # the lab's directories go with it
 
     def redaction_secrets(self) -> dict[str, str]:
         """Every secret the lab knows of: its own, and what the driver marks secret in the service's env."""
@@ -349,10 +360,13 @@ class Lab:
         if token is not None:
             values["user.token"] = token
         if self.driver.chat.mode == "cli":
-            exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user)
+            command = render(list(self.driver.chat.command), {**values, "output_file": "-"}, "chat.command")
+            exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user,
+                                    self.dirs.outputs, self.dirs.logs / "service.log", self.service_sandbox(command))
         else:
             exchange = send_chat(self.http, self.service_url, self.driver.chat, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
+        self.chats.append(exchange.answered)
         return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:

@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from aislab.world.layout import LabDirs, lab_dirs, sweep_orphans
+
 # One topology: the hosts and their address suffix on the lab /24.
 HOSTS = {
     "harness": 1, "idp": 10, "controlplane": 11, "llm": 12, "service": 20,
@@ -43,6 +45,17 @@ LOCK_DIR = Path("/run/aislab")
 
 class LabError(RuntimeError):
     """The lab itself failed (never a verdict about the service)."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How the service under test runs: in its own mount (and host-name) namespace or its own
+    container, with a private /tmp, none of the lab's secrets in sight (no state directory, no
+    Docker socket, no lab locks), and as its own unprivileged user where its command allows."""
+
+    dirs: LabDirs
+    uid: int | None  # None: root (its command is not readable by another user; said in the report)
+    hostname: str = "service"
 
 
 class LabProcess(ABC):
@@ -132,10 +145,11 @@ class Target(ABC):
     name: str
     python: str
     project: str
-    slot: int
     subnet: str  # the first three octets: 10.23x.<slot>
 
-    def __init__(self, lock_fd: int | None) -> None:
+    def __init__(self, slot: int, lock_fd: int | None) -> None:
+        self.slot = slot
+        self.dirs = lab_dirs(self.name, slot)
         self.processes: list[LabProcess] = []
         self.timings: dict[str, float] = {}
         self._lock_fd = lock_fd  # the slot's lock (claim_slot); None for a throwaway handle
@@ -150,8 +164,9 @@ class Target(ABC):
             self._lock_fd = None
 
     @abstractmethod
-    def create(self, shared: Path) -> None:
-        """Build the hosts; `shared` (the lab's state directory) is visible on every host at the same path."""
+    def create(self) -> None:
+        """Build the hosts; the lab's directories (`self.dirs`) are visible on every lab host at
+        the same paths (the service sees only its own and the public one)."""
 
     @abstractmethod
     def address(self, host: str) -> str: ...
@@ -161,13 +176,20 @@ class Target(ABC):
 
     @abstractmethod
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False) -> LabProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> LabProcess:
         """Start a program on a host. `image`: run that image (with `command` as its arguments, if
-        any) instead of a command of the lab's own; `net_admin`: it may intercept traffic (the witness)."""
+        any) instead of a command of the lab's own; `net_admin`: it may intercept traffic (the
+        witness); `sandbox`: it is the service under test."""
 
     @abstractmethod
-    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run a short command on a lab host (the witness's positive-control probes, one-shot assistants)."""
+    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None,
+               sandbox: Sandbox | None = None) -> subprocess.CompletedProcess:
+        """Run a short command on a lab host (the witness's positive-control probes, one-shot
+        assistants); at the timeout it is killed with everything it started."""
+
+    @abstractmethod
+    def may_run_as(self, uid: int, command: list[str]) -> bool:
+        """Whether a user other than root can run this command on the service's host."""
 
     @abstractmethod
     def _remove_leftovers(self) -> None:
@@ -177,36 +199,44 @@ class Target(ABC):
         stop_all(self.processes)
         self.processes.clear()
         self._remove_leftovers()
+        self.dirs.remove()
         self.release()
 
 
-def make_target(name: str, state_root: Path) -> Target:
+def make_target(name: str) -> Target:
     if name == "local":
         from aislab.world.targets.local import LocalTarget
 
-        return LocalTarget.acquire(state_root)
+        return LocalTarget.acquire()
     if name == "docker":
         from aislab.world.targets.docker import DockerTarget
 
-        return DockerTarget.acquire(state_root)
+        return DockerTarget.acquire()
     if name == "kind":
         raise LabError("target 'kind' is not built yet (see the issue tracker); use --target local or docker")
     raise LabError(f"unknown target {name!r}; choose local, docker or kind")
 
 
+def slot_lock(kind: str, slot: int) -> Path:
+    return LOCK_DIR / f"{kind}-slot{slot}.lock"
+
+
 def claim_slot(kind: str, on_claim) -> tuple[int, int]:
     """Labs of one kind run side by side in numbered slots, each owned through an flock, so a
     slot whose lock is free but whose leftovers exist was left by a killed run: `on_claim(slot)`
-    cleans it before reuse. Returns (slot, lock fd)."""
+    cleans it before reuse (and the lab directories of every such slot go at once: they hold
+    keys). Returns (slot, lock fd)."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     for slot in range(SLOTS):
-        fd = os.open(LOCK_DIR / f"{kind}-slot{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(slot_lock(kind, slot), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
         on_claim(slot)
+        lab_dirs(kind, slot).remove()
+        sweep_orphans(kind, lambda n: slot_lock(kind, n))
         return slot, fd
     raise LabError(f"all {SLOTS} {kind} lab slots are in use (locks in {LOCK_DIR})")
 

@@ -9,13 +9,15 @@ killed run and is cleaned before reuse.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from aislab import PROJECT
-from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, HostProcess, LabError, Target, claim_slot
+from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, HostProcess, LabError, Sandbox, Target, claim_slot
 from aislab.world.targets.plumbing import egress_witness_plumbing
 
 
@@ -33,9 +35,26 @@ def _ip_batch(lines: list[str], netns: str | None = None) -> None:
         raise LabError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}\n" + "\n".join(lines))
 
 
+def sandboxed(command: list[str], sandbox: Sandbox) -> list[str]:
+    """The command in its own mount and host-name namespaces: its own /tmp, a fresh /run (no
+    Docker socket, no lab locks), the lab's state directory replaced by an empty one, its own
+    host name, and its own user where it may."""
+    dirs = sandbox.dirs
+    setup = " && ".join([
+        f"hostname {sandbox.hostname}",
+        f"mount --bind {shlex.quote(str(dirs.tmp))} /tmp",
+        "mount -t tmpfs -o mode=0755,size=1m aislab-run /run",
+        f"mount -t tmpfs -o mode=0700,size=1m aislab-hidden {shlex.quote(str(dirs.state))}",
+    ])
+    user = [] if sandbox.uid is None else ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups", "--"]
+    return ["unshare", "--mount", "--uts", "--propagation", "private", "--",
+            "sh", "-c", f'{setup} && exec "$@"', "sandbox", *user, *command]
+
+
 def preflight() -> None:
     """Say exactly what is missing instead of failing deep inside `ip`."""
-    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("tinyproxy", "tinyproxy"), ("squid", "squid")):
+    for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("tinyproxy", "tinyproxy"), ("squid", "squid"),
+                          ("unshare", "util-linux"), ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
             raise LabError(f"the local target needs `{tool}` (Debian package {package}): apt-get install {package}")
     if os.geteuid() != 0:
@@ -50,15 +69,14 @@ class LocalTarget(Target):
     python = sys.executable
     project = str(PROJECT)
 
-    def __init__(self, slot: int, lock_fd: int):
-        super().__init__(lock_fd)
-        self.slot = slot
+    def __init__(self, slot: int, lock_fd: int | None):
+        super().__init__(slot, lock_fd)
         self.prefix = f"ais{slot}"
         self.subnet = f"10.231.{slot}"
         self.switch = f"{self.prefix}-sw"
 
     @classmethod
-    def acquire(cls, _state_root: Path) -> "LocalTarget":
+    def acquire(cls) -> "LocalTarget":
         preflight()
         slot, fd = claim_slot("local", lambda n: cls(n, None)._remove_leftovers())
         return cls(slot, fd)
@@ -72,7 +90,7 @@ class LocalTarget(Target):
     def process_env(self) -> dict[str, str]:
         return {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
 
-    def create(self, shared: Path) -> None:  # one filesystem: `shared` is already everywhere
+    def create(self) -> None:  # one filesystem: the lab's directories are already everywhere
         _ip("netns", "add", self.switch)
         _ip_batch(["link add br0 type bridge", "link set br0 up", "link set lo up"], self.switch)
         # The harness's own leg into the lab: lets pytest reach every host directly.
@@ -94,18 +112,19 @@ class LocalTarget(Target):
         _ip_batch(["link set lo up", f"addr add {self.address(host)}/24 dev eth0", "link set eth0 up"], ns)
         etc = Path("/etc/netns") / ns
         etc.mkdir(parents=True, exist_ok=True)
+        # A host knows its own name (an ordinary server looks it up), and every lab host's.
         (etc / "hosts").write_text(
-            "127.0.0.1 localhost\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS)
+            f"127.0.0.1 localhost\n127.0.1.1 {host}\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS)
         )
         (etc / "resolv.conf").write_text(f"nameserver {self.subnet}.53\noptions timeout:1 attempts:1\n")
 
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False) -> HostProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> HostProcess:
         if image is not None or command is None:
             raise LabError(f"the local target runs commands; to run the image {image} use --target docker")
         logfh = log.open("ab")
         popen = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns(host), *command],
+            self._on(host, command, sandbox),
             # A mock announces READY on stdout; anything else writes all its output to its log.
             stdout=subprocess.PIPE if announces else logfh,
             stderr=logfh,
@@ -118,9 +137,26 @@ class LocalTarget(Target):
         self.processes.append(proc)
         return proc
 
-    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.netns(host), *command], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None,
+               sandbox: Sandbox | None = None) -> subprocess.CompletedProcess:
+        popen = subprocess.Popen(self._on(host, command, sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env, cwd=self.project, start_new_session=True)
+        try:
+            out, err = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)  # everything it started goes with it
+            popen.communicate()
+            raise
+        return subprocess.CompletedProcess(command, popen.returncode, out, err)
+
+    def _on(self, host: str, command: list[str], sandbox: Sandbox | None) -> list[str]:
+        return ["ip", "netns", "exec", self.netns(host), *(sandboxed(command, sandbox) if sandbox else command)]
+
+    def may_run_as(self, uid: int, command: list[str]) -> bool:
+        """Whether that user can execute the program (through every symlink and directory)."""
+        program = shutil.which(command[0]) or command[0]
+        as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        return subprocess.run([*as_user, "test", "-x", program], capture_output=True).returncode == 0
 
     def _remove_leftovers(self) -> None:
         listed = _ip("netns", "list", check=False).stdout.split("\n")

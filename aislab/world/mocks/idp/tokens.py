@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from aislab.world.pki import write_private
+
 AUDIENCE = "testkube-enterprise"
 
 
@@ -60,7 +62,7 @@ class SigningKey:
         return {**data, "kid": self.kid, "use": "sig", "alg": "RS256"}
 
     def save(self, path: Path) -> None:
-        path.write_bytes(self.private_pem())
+        write_private(path, self.private_pem())
         path.with_suffix(".kid").write_text(self.kid)
 
     @classmethod

@@ -49,8 +49,11 @@ def example(schema: dict, text: str = ""):
         value = text or "lab"
         return value + "x" * max(0, schema.get("minLength", 0) - len(value))
     if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0) + 1 if "exclusiveMinimum" in schema else 1)
-        return min(low, schema.get("maximum", low))
+        # The most a model may ask for where there is a bound (a limit, a number of lines):
+        # as much data as the tool gives, so a filter cannot hide what the check looks for.
+        if "maximum" in schema:
+            return schema["maximum"]
+        return schema.get("minimum", schema.get("exclusiveMinimum", 0) + 1 if "exclusiveMinimum" in schema else 1)
     if kind == "boolean":
         return True
     if kind == "array":

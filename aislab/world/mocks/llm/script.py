@@ -12,8 +12,10 @@ import json
 import re
 from dataclasses import dataclass
 
+from aislab.world.mocks.llm.arguments import every_call, example
+
 CONVERSATION_TAG = re.compile(r"\[conv:([A-Za-z0-9_-]+)\]")
-STEP_KINDS = ("tool_calls", "call_every_advertised_tool", "answer", "echo_tool_results", "fail")
+STEP_KINDS = ("tool_calls", "call_every_advertised_tool", "call_one_advertised_tool", "answer", "echo_tool_results", "fail")
 
 
 class ScriptError(ValueError):
@@ -69,25 +71,38 @@ def tool_results(messages: list[dict]) -> list[str]:
     return [_text(m.get("content")) for m in messages if m.get("role") == "tool"]
 
 
+def structured(body: dict, text: str) -> str:
+    """An answer in the shape the request asks for: JSON valid for its schema when it asks for
+    structured output (strings carry the text), else the text itself."""
+    wanted = body.get("response_format") or {}
+    if wanted.get("type") == "json_schema":
+        return json.dumps(example((wanted.get("json_schema") or {}).get("schema") or {}, text))
+    if wanted.get("type") == "json_object":
+        return json.dumps({"answer": text})
+    return text
+
+
 def plan_turn(script: dict | None, body: dict) -> Turn:
     messages = body.get("messages", [])
     turn = sum(1 for m in messages if m.get("role") == "assistant")
     steps = script["steps"] if script else []
     if turn >= len(steps):
         # Past the script (or none matched): finish by repeating what the tools returned.
-        return Turn([], "\n".join(tool_results(messages)) or "No script for this conversation.")
+        return Turn([], structured(body, "\n".join(tool_results(messages)) or "No script for this conversation."))
     step = steps[turn]
     barrier = step.get("barrier")
     if "fail" in step:
         return Turn([], None, fail_status=int(step["fail"]), barrier=barrier)
     if "answer" in step:
-        return Turn([], step["answer"], barrier=barrier)
+        return Turn([], structured(body, step["answer"]), barrier=barrier)
     if "echo_tool_results" in step:
-        return Turn([], "\n".join(tool_results(messages)), barrier=barrier)
+        return Turn([], structured(body, "\n".join(tool_results(messages))), barrier=barrier)
     if "tool_calls" in step:
         calls = step["tool_calls"]
+    elif "call_one_advertised_tool" in step:  # a chat that uses a tool, whatever the tools are
+        calls = every_call(advertised_tools(body), step["call_one_advertised_tool"].get("arg_sets", []))[:1]
     else:
-        calls = _every_advertised(advertised_tools(body), step["call_every_advertised_tool"].get("arg_sets", []))
+        calls = every_call(advertised_tools(body), step["call_every_advertised_tool"].get("arg_sets", []))
     return Turn(
         [
             {
@@ -100,22 +115,3 @@ def plan_turn(script: dict | None, body: dict) -> Turn:
         None,
         barrier=barrier,
     )
-
-
-def _every_advertised(tools: list[dict], arg_sets: list[dict]) -> list[dict]:
-    """Call each advertised tool with every argument set that satisfies its required params."""
-    calls, seen = [], set()
-    for tool in tools:
-        params = tool.get("parameters") or {}
-        required = set(params.get("required", []))
-        known = set((params.get("properties") or {}).keys())
-        candidates = [{}] if not required else arg_sets
-        for args in candidates:
-            if not required <= set(args):
-                continue
-            picked = {k: v for k, v in args.items() if k in known}
-            key = (tool["name"], json.dumps(picked, sort_keys=True))
-            if key not in seen:
-                seen.add(key)
-                calls.append({"name": tool["name"], "arguments": picked})
-    return calls

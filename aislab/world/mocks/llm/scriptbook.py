@@ -32,7 +32,7 @@ class ScriptBook:
             raise KeyError(f"no LLM script named {name!r} in fixtures/llm/scripts.yaml")
         steps = copy.deepcopy(self.scripts[name]["steps"])
         for step in steps:
-            every = step.get("call_every_advertised_tool")
-            if every and every.get("arg_sets") == "seed":
-                every["arg_sets"] = seed_arg_sets(self.seed, env)
+            advertised = step.get("call_every_advertised_tool") or step.get("call_one_advertised_tool")
+            if advertised and advertised.get("arg_sets") == "seed":
+                advertised["arg_sets"] = seed_arg_sets(self.seed, env)
         return {"match": conversation, "steps": steps}

@@ -27,7 +27,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, LabError, LabProcess, Target, claim_slot
+from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, LabError, LabProcess, Sandbox, Target, claim_slot
 from aislab.world.targets.docker import firewall, images
 from aislab.world.targets.plumbing import egress_witness_plumbing
 
@@ -120,27 +120,25 @@ class DockerTarget(Target):
     project = PROJECT_IN_IMAGE
 
     def __init__(self, slot: int, lock_fd: int | None, client: docker.DockerClient):
-        super().__init__(lock_fd)
-        self.slot = slot
+        super().__init__(slot, lock_fd)
         self.client = client
         self.tag = f"aislab-d{slot}"
         self.bridge = f"aisd{slot}"
         self.subnet = f"10.232.{slot}"
         self.network: Network | None = None
         self.holders: dict[str, DockerContainer] = {}
-        self.shared: Path | None = None
         self.images: dict[str, str] = {}
 
     @classmethod
-    def acquire(cls, _state_root: Path) -> "DockerTarget":
+    def acquire(cls) -> "DockerTarget":
         client = preflight()
         slot, fd = claim_slot("docker", lambda n: cls(n, None, client)._remove_leftovers())
         return cls(slot, fd, client)
 
     @property
     def etc(self) -> Path:
-        """The hosts' /etc/hosts and resolv.conf, in the shared directory."""
-        return self.shared / "docker-etc"
+        """The hosts' /etc/hosts and resolv.conf, readable by every host."""
+        return self.dirs.public / "docker-etc"
 
     def address(self, host: str) -> str:
         return f"{self.subnet}.{HOSTS[host]}"
@@ -149,13 +147,12 @@ class DockerTarget(Target):
         return {}  # the image's own PATH and locale
 
     # --- bring-up ----------------------------------------------------------------------
-    def create(self, shared: Path) -> None:
+    def create(self) -> None:
         t0 = time.monotonic()
         self.images = images.ensure_images(log=lambda m: None)
         self.timings["images"] = time.monotonic() - t0
-        self.shared = shared
         self.etc.mkdir(exist_ok=True)
-        (self.etc / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS))
+        (self.etc / "hosts").write_text("127.0.0.1 localhost\n127.0.1.1 service\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS))
         (self.etc / "resolv.conf").write_text(f"nameserver {self.address('dns')}\noptions timeout:1 attempts:1\n")
         self.network = Network(docker_network_kw={
             "driver": "bridge",
@@ -185,26 +182,34 @@ class DockerTarget(Target):
 
     # --- programs on hosts -------------------------------------------------------------
     def _container(self, host: str, command: list[str] | None, env: dict[str, str], image: str | None,
-                   net_admin: bool) -> DockerContainer:
+                   net_admin: bool, sandbox: Sandbox | None = None) -> DockerContainer:
         c = DockerContainer(image or self.images["lab"])
         if command:
             c.with_command(command)
         c.with_envs(**env)
-        c.with_volume_mapping(str(self.shared), str(self.shared), "rw")
+        if sandbox is None:  # a lab program: the lab's directories
+            c.with_volume_mapping(str(self.dirs.root), str(self.dirs.root), "rw")
+        else:  # the service: its own directory, the public one, its own /tmp; never the lab's state
+            c.with_volume_mapping(str(sandbox.dirs.service), str(sandbox.dirs.service), "rw")
+            c.with_volume_mapping(str(sandbox.dirs.public), str(sandbox.dirs.public), "ro")
+            c.with_volume_mapping(str(sandbox.dirs.tmp), "/tmp", "rw")
         c.with_volume_mapping(str(self.etc / "hosts"), "/etc/hosts", "ro")
         c.with_volume_mapping(str(self.etc / "resolv.conf"), "/etc/resolv.conf", "ro")
         c.with_kwargs(
             labels={LABEL: self.tag}, network=None, network_mode=f"container:{self.holders[host].get_container_id()}",
             # A real init: SIGTERM reaches the program even where it does not handle it as PID 1.
             init=True, cap_add=["NET_ADMIN"] if net_admin else None,
+            # The service runs as its own user when it is a command of the lab image; an image
+            # keeps the user it was built for.
+            user=f"{sandbox.uid}:{sandbox.uid}" if sandbox and sandbox.uid is not None and image is None else None,
         )
         return c
 
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False) -> ContainerProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> ContainerProcess:
         if image is not None:
             self._require_image(image)
-        container = self._container(host, command, env, image, net_admin)
+        container = self._container(host, command, env, image, net_admin, sandbox)
         try:
             container.start()
         except docker.errors.DockerException as err:
@@ -212,6 +217,9 @@ class DockerTarget(Target):
         proc = ContainerProcess(host, container, log, announces)
         self.processes.append(proc)
         return proc
+
+    def may_run_as(self, uid: int, command: list[str]) -> bool:
+        return True  # the lab image is readable by every user
 
     def _require_image(self, image: str) -> None:
         try:
@@ -225,8 +233,10 @@ class DockerTarget(Target):
             raise LabError(f"image {image} is not in the local Docker engine and cannot be pulled ({err}); "
                            f"load it first: docker load -i FILE.tar") from None
 
-    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        container = self._container(host, command, env or {}, None, False).start().get_wrapped_container()
+    def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None,
+               sandbox: Sandbox | None = None) -> subprocess.CompletedProcess:
+        # At the timeout the container is killed: everything it started goes with it.
+        container = self._container(host, command, env or {}, None, False, sandbox).start().get_wrapped_container()
         try:
             try:
                 code = container.wait(timeout=timeout)["StatusCode"]

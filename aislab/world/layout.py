@@ -1,0 +1,103 @@
+"""Where a lab keeps its files on this machine, and who may read them.
+
+    /var/lib/aislab/labs/<target>-<slot>/      0755
+        state/     0700 root   keys (CA, IdP signing key), the admin secret, logs: the lab's own
+        public/    0755        what anyone may read: the CA certificate, the proxies' configs and logs
+        service/   0700 the service's user: its config files, scratch HOME, private /tmp, outputs
+
+The service under test sees `public/` and `service/` only. Everything is removed at teardown,
+and what a killed run left is removed when its slot is claimed again (or by any later run that
+finds its slot's lock free).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+LABS = Path(os.environ.get("AISLAB_LABS", "/var/lib/aislab/labs"))
+# The service's own user where a target allows it: a uid no one else on the machine uses, so
+# it can neither read the lab's files nor signal the lab's programs (the proxies run as nobody).
+SERVICE_UID = 64999
+
+
+@dataclass(frozen=True)
+class LabDirs:
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def public(self) -> Path:
+        return self.root / "public"
+
+    @property
+    def service(self) -> Path:
+        return self.root / "service"
+
+    @property
+    def tmp(self) -> Path:
+        """The service's private /tmp: kept across its restarts, like a pod's emptyDir."""
+        return self.service / "tmp"
+
+    @property
+    def scratch(self) -> Path:
+        """`{lab.scratch_dir}`: a HOME and caches for the service."""
+        return self.service / "home"
+
+    @property
+    def files(self) -> Path:
+        """The driver's config files, rendered: the service's own secrets (its LLM key)."""
+        return self.service / "files"
+
+    @property
+    def outputs(self) -> Path:
+        """Where a one-shot assistant writes its answers (`{output_file}`)."""
+        return self.service / "out"
+
+    def create(self) -> "LabDirs":
+        self.remove()
+        for path, mode in ((self.root, 0o755), (self.state, 0o700), (self.logs, 0o700), (self.public, 0o755)):
+            path.mkdir(mode=mode, parents=True, exist_ok=True)
+            path.chmod(mode)
+        for path in (self.service, self.tmp, self.scratch, self.files, self.outputs):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chown(path, SERVICE_UID, SERVICE_UID)
+        self.tmp.chmod(0o1777)  # a /tmp, as its programs expect
+        return self
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def lab_dirs(kind: str, slot: int) -> LabDirs:
+    return LabDirs(LABS / f"{kind}-{slot}")
+
+
+def sweep_orphans(kind: str, lock_path) -> None:
+    """Remove the directories of labs of this kind whose slot no run holds (killed runs)."""
+    if not LABS.is_dir():
+        return
+    for root in LABS.glob(f"{kind}-*"):
+        slot = root.name.removeprefix(f"{kind}-")
+        if not slot.isdigit():
+            continue
+        fd = os.open(lock_path(int(slot)), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a live lab
+        try:  # removed while holding its slot, so no new lab can start there meanwhile
+            shutil.rmtree(root, ignore_errors=True)
+        finally:
+            os.close(fd)
