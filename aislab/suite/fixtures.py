@@ -75,6 +75,7 @@ def evidence(request, aislab_session):
     lab = request.getfixturevalue("lab") if families - LAB_FREE_FAMILIES else None
     chats = 0
     if lab is not None:
+        lab.notice_exit()
         why = unresponsive(aislab_session)
         if why:
             raise Undetermined(why)

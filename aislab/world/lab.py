@@ -303,12 +303,17 @@ class Lab:
         """Run the service with exactly these overrides of its driver env (fresh: restart anyway,
         so that its start-up is observed)."""
         overrides = overrides or {}
-        if self.service is not None and not self.service.alive():  # it died on its own: noticed, said, restarted
-            self.deaths += 1
-            self.warnings.append(f"the service (instance {self.life[-1].number}) exited with code {self.service.wait(0)} "
-                                 "during the run and was restarted; its log is in service.log")
+        self.notice_exit()
         if fresh or overrides != self.service_overrides or not self.service_running():
             self.restart_service(overrides)
+
+    def notice_exit(self) -> None:
+        """A service that exited on its own is noticed and said (it is restarted when next needed)."""
+        if self.service is not None and not self.service.alive() and self.life[-1].stopped is None:
+            self.deaths += 1
+            self.life[-1].stopped = time.time()
+            self.warnings.append(f"the service (instance {self.life[-1].number}) exited with code {self.service.wait(0)} "
+                                 "during the run and was restarted; its log is in service.log")
 
     def service_running(self) -> bool:
         return self.driver.chat.mode == "cli" or bool(self.service and self.service.alive() and self.life and self.life[-1].stopped is None)
