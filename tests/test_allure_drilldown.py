@@ -86,7 +86,9 @@ def test_a_run_records_each_scenario_once_readably_and_the_page_links_to_it(tmp_
         assert {("outcome", outcome), ("family", "authentication"), ("nodeid", scenarios[uuid]["nodeid"])} <= labels
         assert result["status"] == STATUS[outcome]
         if outcome == "violated":
-            assert result["statusDetails"] == {"message": "violated: the user's JWT was sent to the LLM provider"}
+            assert set(result["statusDetails"]) == {"message"}  # the verdict's sentence, no trace
+            message = result["statusDetails"]["message"]  # per chat, or over the whole life
+            assert message.startswith(("violated: the user's JWT was sent to the LLM provider: ", "violated: a user's token reached an LLM host: "))
     assert {s["outcome"] for s in scenarios.values()} == {"passed", "violated"}
     text = "\n".join(f.read_text() for f in files)
     assert '"trace"' not in text and "Traceback" not in text

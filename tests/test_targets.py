@@ -128,7 +128,8 @@ def test_docker_lab_network_is_closed_to_this_machine_and_the_outside(tmp_path):
 def test_a_command_on_a_host_that_overruns_is_stopped(tmp_path, target):
     t = make_target(target)
     try:
-        t.create(tmp_path)
+        t.dirs.create()
+        t.create()
         with pytest.raises(subprocess.TimeoutExpired):
             t.run_in("idp", [t.python, "-c", "import time; time.sleep(30)"], timeout=1)
         assert t.run_in("idp", [t.python, "-c", "print('after')"]).stdout == "after\n"
@@ -140,13 +141,14 @@ def test_a_command_on_a_host_that_overruns_is_stopped(tmp_path, target):
 def test_leftovers_of_a_killed_run_are_removed_at_the_next_start(tmp_path, target):
     first = make_target(target)
     slot = first.slot
-    first.create(tmp_path)
+    first.dirs.create()
+    first.create()
     first.release()  # the owner "dies" without destroying anything
-    assert leftovers(target, slot)
+    assert leftovers(target, slot) and first.dirs.root.exists()
     second = make_target(target)
     try:
         assert second.slot == slot
-        assert not leftovers(target, slot)
+        assert not leftovers(target, slot) and not first.dirs.root.exists()
     finally:
         second.destroy()
 
