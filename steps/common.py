@@ -17,7 +17,7 @@ from pytest_bdd import given, parsers, then, when
 from aislab.judging import checks
 from aislab.driver.client import ChatExchange
 from aislab.world.lab import Lab
-from aislab.judging.observe import Observer, Window
+from aislab.judging.observe import Observer, Window, tool_exchanges
 from aislab.judging.verdict import undetermined_unless
 
 
@@ -87,9 +87,13 @@ def witnesses_record_a_chat(lab, observer, script_book, persona, evidence) -> Ch
 
 # --- When --------------------------------------------------------------------------------
 @when(parsers.parse("the {persona} asks the assistant to use every tool on every resource"), target_fixture="chat")
-def every_tool_every_resource(lab, observer, script_book, persona, chat_log) -> Chat:
-    chat_log.append(scripted_chat(lab, observer, script_book, persona, "every-tool-every-resource"))
-    return chat_log[-1]
+def every_tool_every_resource(lab, observer, script_book, persona, chat_log, evidence) -> Chat:
+    chat = scripted_chat(lab, observer, script_book, persona, "every-tool-every-resource")
+    chat_log.append(chat)
+    # Which of the tools the service advertised the mock LLM did call (arguments from their schemas).
+    evidence.setdefault("tools-exercised", []).append(
+        {"advertised": checks.advertised_tools(chat.window), "called": sorted({x.name for x in tool_exchanges(chat.window.llm)})})
+    return chat
 
 
 @when(parsers.re(r'the (?P<persona>.+?) chats following the LLM script "(?P<script_name>[^"]+)"$'), target_fixture="chat")

@@ -159,22 +159,27 @@ def essential(lab, provider_names) -> lifetime.Essential:
     return lifetime.Essential(frozenset(infrastructure), frozenset(provider_names), lab.driver.network.llm_url_env)
 
 
+def periods_configured(periods: list[lifetime.Period], configured, how: str, evidence) -> list[lifetime.Period]:
+    """The periods whose configuration a claim is about; none in this run: not applicable."""
+    judged = [p for p in periods if configured(p.config)]
+    if not judged:
+        pytest.skip(f"{NOT_APPLICABLE} no service instance ran {how} in this run")
+    evidence["judged-periods"] = [p.as_evidence() for p in judged]
+    return judged
+
+
 @then("nothing non-essential left in any period with a telemetry opt-out configured")
 def opt_out_life(lab, periods, provider_names, evidence):
-    judged = [p for p in periods if lifetime.opt_out(p.config, lab.driver.network.telemetry_off_env)]
-    if not judged:
-        pytest.skip(f"{NOT_APPLICABLE} no service instance ran with a telemetry opt-out in this run")
-    evidence["judged-periods"] = lifetime.nothing_non_essential(
-        judged, essential(lab, provider_names), "non-essential traffic while a telemetry opt-out was configured")
+    judged = periods_configured(periods, lambda c: lifetime.opt_out(c, lab.driver.network.telemetry_off_env),
+                                "with a telemetry opt-out", evidence)
+    lifetime.nothing_non_essential(judged, essential(lab, provider_names), "non-essential traffic while a telemetry opt-out was configured")
 
 
 @then("nothing left the infrastructure in any period with the air-gapped configuration")
 def air_gap_life(lab, periods, provider_names, evidence):
-    judged = [p for p in periods if lifetime.air_gapped(p.config, lab.driver.network.llm_url_env, lab.values()["lab.llm.url"])]
-    if not judged:
-        pytest.skip(f"{NOT_APPLICABLE} no service instance ran air-gapped in this run")
-    evidence["judged-periods"] = lifetime.nothing_non_essential(
-        judged, essential(lab, provider_names), "traffic left the infrastructure while the service was air-gapped")
+    judged = periods_configured(periods, lambda c: lifetime.air_gapped(c, lab.driver.network.llm_url_env, lab.values()["lab.llm.url"]),
+                                "air-gapped", evidence)
+    lifetime.nothing_non_essential(judged, essential(lab, provider_names), "traffic left the infrastructure while the service was air-gapped")
 
 
 @then("no conversation's content reached anything but the LLM configured at the time")
@@ -193,10 +198,7 @@ def content_life(lab, periods, provider_names, evidence):
 @then("nothing reached the LLM provider, or tried to, in any period with a broken proxy configured")
 def broken_proxy_life(lab, periods, provider_names, evidence):
     broken = {f"http://{lab.target.address('squid')}:{PROXY_DOWN_PORT}", lab.proxy_url("squid", True), lab.proxy_url("tinyproxy", True)}
-    judged = [p for p in periods if p.config.get("HTTPS_PROXY") in broken]
-    if not judged:
-        pytest.skip(f"{NOT_APPLICABLE} no service instance ran with a broken proxy in this run")
+    judged = periods_configured(periods, lambda c: c.get("HTTPS_PROXY") in broken, "with a broken proxy", evidence)
     found = {p.label: hits for p in judged if (hits := lifetime.provider_reached(p, essential(lab, provider_names)))}
-    evidence["judged-periods"] = [p.as_evidence() for p in judged]
     violation_if(found, "the LLM provider was reached, or tried, while the only route was a broken proxy: "
                         + "; ".join(f"{label}: {hits[:3]}" for label, hits in list(found.items())[:3]))

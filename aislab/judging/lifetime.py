@@ -120,8 +120,7 @@ def provider_reached(period: Period, essential: Essential) -> list[str]:
             + [f"reached the provider from {r['client']}: {r['method']} {r['path']}" for r in period.provider])
 
 
-def nothing_non_essential(judged: list[Period], essential: Essential, claim: str) -> list[dict]:
-    """The claim over every period it applies to; returns what was judged (evidence)."""
+def nothing_non_essential(judged: list[Period], essential: Essential, claim: str) -> None:
+    """The claim over every period it applies to."""
     problems = {p.label: found for p in judged if (found := non_essential(p, essential))}
     violation_if(problems, f"{claim}: " + "; ".join(f"{label}: {found[:3]}" for label, found in list(problems.items())[:3]))
-    return [p.as_evidence() for p in judged]
