@@ -250,7 +250,7 @@ class Lab:
             if uid is None:
                 self.warnings.append(f"the service ran as root in its sandbox: an unprivileged user cannot execute {command[0]} "
                                      "(its state, the lab's keys and the Docker socket stayed out of its sight)")
-            self.sandbox = Sandbox(self.dirs, uid)
+            self.sandbox = Sandbox(self.dirs, uid, keep=(self.target.project,))
         return self.sandbox
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:

@@ -55,6 +55,7 @@ class Sandbox:
 
     dirs: LabDirs
     uid: int | None  # None: root (its command is not readable by another user; said in the report)
+    keep: tuple[str, ...] = ()  # paths it runs from, kept in sight even under its own /tmp
     hostname: str = "service"
 
 

@@ -40,11 +40,17 @@ def sandboxed(command: list[str], sandbox: Sandbox) -> list[str]:
     Docker socket, no lab locks), the lab's state directory replaced by an empty one, its own
     host name, and its own user where it may."""
     dirs = sandbox.dirs
+    # What the service runs from stays in sight even where it lies under /tmp (a checkout there):
+    # set aside under the new /run, then put back into the private /tmp at the same path.
+    kept = [Path(p) for p in sandbox.keep if Path(p).is_relative_to("/tmp")]
+    q = shlex.quote
     setup = " && ".join([
         f"hostname {sandbox.hostname}",
-        f"mount --bind {shlex.quote(str(dirs.tmp))} /tmp",
         "mount -t tmpfs -o mode=0755,size=1m aislab-run /run",
-        f"mount -t tmpfs -o mode=0700,size=1m aislab-hidden {shlex.quote(str(dirs.state))}",
+        *(f"mkdir -p /run/kept/{i} && mount --bind {q(str(p))} /run/kept/{i}" for i, p in enumerate(kept)),
+        f"mount --bind {q(str(dirs.tmp))} /tmp",
+        *(f"mkdir -p {q(str(p))} && mount --bind /run/kept/{i} {q(str(p))}" for i, p in enumerate(kept)),
+        f"mount -t tmpfs -o mode=0700,size=1m aislab-hidden {q(str(dirs.state))}",
     ])
     user = [] if sandbox.uid is None else ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups", "--"]
     return ["unshare", "--mount", "--uts", "--propagation", "private", "--",
