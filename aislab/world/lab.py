@@ -41,7 +41,6 @@ class ServiceInstance:
     its start-up, its chats, its idle time, its shutdown."""
 
     number: int
-    overrides: dict[str, str]
     config: dict[str, str]  # the env that decides its network claims (opt-outs, proxies, LLM URL)
     started: float
     stopped: float | None = None
@@ -275,7 +274,7 @@ class Lab:
         decisive = {"DO_NOT_TRACK", *net.telemetry_off_env, net.llm_url_env,
                     *(v for k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") for v in (k, k.lower()))}
         config = {k: env[k] for k in sorted(decisive) if k in env}
-        self.life.append(ServiceInstance(len(self.life) + 1, dict(self.service_overrides), config, time.time()))
+        self.life.append(ServiceInstance(len(self.life) + 1, config, time.time()))
 
     def _await_service(self) -> None:
         ready = self.driver.service.ready
