@@ -13,6 +13,7 @@ class Window:
     cp: list[dict]
     llm: list[dict]
     harness_cp: list[dict] = field(default_factory=list)
+    provider: list[dict] = field(default_factory=list)  # the third-party LLM's record (reached through a proxy)
 
     def __repr__(self) -> str:
         return f"Window({len(self.llm)} LLM requests, {len(self.cp)} control-plane requests)"
@@ -22,26 +23,32 @@ class Window:
 class Mark:
     cp: int
     llm: int
+    provider: int
 
 
 class Observer:
     def __init__(self, lab):
         self.lab = lab
         self.service_ip = lab.target.address("service")
+        # The proxies relay only the service's traffic (the harness never uses them): what reaches
+        # the control plane through them is the service's too.
+        self.sources = {self.service_ip, *(lab.target.address(h) for h in ("tinyproxy", "squid"))}
 
     def __repr__(self) -> str:
         return f"Observer(service at {self.service_ip})"
 
     def mark(self) -> Mark:
-        return Mark(self.lab.witnesses.head("controlplane"), self.lab.witnesses.head("llm"))
+        heads = self.lab.witnesses.head
+        return Mark(heads("controlplane"), heads("llm"), heads("provider"))
 
     def since(self, mark: Mark) -> Window:
         cp = self.lab.witnesses.since("controlplane", mark.cp)
         llm = self.lab.witnesses.since("llm", mark.llm)
         return Window(
-            cp=[e for e in cp if e["client"] == self.service_ip],
+            cp=[e for e in cp if e["client"] in self.sources],
             llm=[r for r in llm if r["client"] == self.service_ip],
-            harness_cp=[e for e in cp if e["client"] != self.service_ip],
+            harness_cp=[e for e in cp if e["client"] not in self.sources],
+            provider=self.lab.witnesses.since("provider", mark.provider),
         )
 
 

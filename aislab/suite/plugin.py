@@ -39,6 +39,7 @@ LIFETIME = "lifetime"
 UNRESPONSIVE_SCENARIOS = 3
 SESSION = pytest.StashKey["Session"]()
 EVIDENCE = pytest.StashKey[list]()
+EXERCISE = pytest.StashKey[dict]()  # what the service was seen doing in a scenario (aislab.suite.exercising)
 
 
 def pytest_addoption(parser):
@@ -279,6 +280,7 @@ def pytest_runtest_makereport(item, call):
             )
     if report.when == "teardown" and item.nodeid in s.results:
         s.results[item.nodeid].evidence = item.stash.get(EVIDENCE, [])
+        s.results[item.nodeid].exercise = item.stash.get(EXERCISE, {})
     return report
 
 

@@ -75,7 +75,9 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.world.witnesses.catcher import Catcher
         from aislab.world.pki import CA, SNIContexts
 
-        records = Recorder(lab["admin_secret"])
+        # The witness on a service's host answers to its own secret: the service shares that host,
+        # and may read its traffic (CAP_NET_RAW, as in any container), so never the mocks' secret.
+        records = Recorder(lab["witness_secret"] if role == "witness" else lab["admin_secret"])
         certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
         certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
@@ -85,6 +87,14 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
             for any_address, loopback in (("0.0.0.0", "127.0.0.1"), ("::", "::1")):
                 catcher.serve_tcp(any_address, lab["witness_tcp_port"])
                 catcher.serve_udp(loopback, lab["witness_udp_port"])
+            from starlette.routing import Mount
+
+            from aislab.world.witnesses.packets import PacketWitness
+
+            packets = Recorder(lab["witness_secret"])
+            PacketWitness(packets).start()
+            app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes())])
+            return [(app, listen(host, port), {})]
         else:  # the outside world's catch-all: telemetry collectors and anything else
             catcher = Catcher(records, tls, lambda e: (200, b"{}"), redirected=False)
             catcher.serve_tcp(host, 443)
@@ -94,7 +104,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.world.witnesses.dnssink import SinkholeResolver, serve as serve_dns
 
         records = Recorder(lab["admin_secret"])
-        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v6_for=lab["service_ip"],
+        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v6_for=frozenset(lab["service_ips"]),
                                     names_v6=lab["dns_names_v6"], default_v6=lab["outside_v6"])
         serve_dns(host, resolver)
         return [(records_app(records), listen(host, port), {})]

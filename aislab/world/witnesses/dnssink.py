@@ -1,7 +1,7 @@
 """DNS sinkhole: answers every name (the lab's map first, the outside collector otherwise) and
 records every query, so a name looked up is evidence even when no connection follows.
 
-The service's host is dual-stack, so it is also given AAAA answers for names outside the lab:
+The service's hosts are dual-stack, so they are also given AAAA answers for names outside the lab:
 addresses in the IPv6 documentation range that only its egress witness can receive, so an
 attempt over IPv6 is witnessed like one over IPv4. Other hosts (the proxies) get IPv4 only.
 """
@@ -16,7 +16,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 class SinkholeResolver(BaseResolver):
     def __init__(self, names: dict[str, str], default_ip: str, record: Callable[[dict], dict],
-                 v6_for: str | None = None, names_v6: dict[str, str] | None = None, default_v6: str | None = None):
+                 v6_for: frozenset[str] = frozenset(), names_v6: dict[str, str] | None = None, default_v6: str | None = None):
         self.names = {k.lower().rstrip("."): v for k, v in names.items()}
         self.default_ip = default_ip
         self.record = record
@@ -32,7 +32,7 @@ class SinkholeResolver(BaseResolver):
         reply = request.reply()
         if qtype == "A":
             reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.names.get(name, self.default_ip)), ttl=5))
-        elif qtype == "AAAA" and client == self.v6_for and not name.endswith(".lab") and self.default_v6:
+        elif qtype == "AAAA" and client in self.v6_for and not name.endswith(".lab") and self.default_v6:
             address = self.names_v6.get(name, self.default_v6)
             reply.add_answer(RR(request.q.qname, QTYPE.AAAA, rdata=AAAA(address), ttl=5))
         return reply  # other types: no data, so clients go on at once
