@@ -55,7 +55,7 @@ def concurrent_chats(lab, observer, datatable, evidence) -> dict:
     met = [r.get("barrierMet") for r in window.llm if "barrierMet" in r]
     evidence["concurrency"] = {"statuses": [e.status for e in exchanges], "barrier_met": met}
     undetermined_unless(len(met) == len(rows) and all(met), f"the chats did not overlap as planned (barrier: {met})")
-    return {"window": window, "asked": asked, "identities": {lab.user(r["persona"])["sub"]: lab.identity(r["persona"]) for r in rows}}
+    return {"window": window, "asked": asked, "identities": lab.people()}
 
 
 @then("each of those actions is in the audit log under the user who asked")

@@ -370,7 +370,8 @@ def every_tool_result_backed(window: Window) -> None:
 
 def attributed_to_askers(window: Window, audit: list[dict], asked: dict[str, str], identities: dict[str, set[str]]) -> None:
     """asked: workflow name -> sub of the user whose chat asked about it; identities: sub -> the
-    names that user goes by (a request naming another identity in a header is misattributed)."""
+    names each user of the lab goes by. A request that names another user in a header (an
+    impersonation, a forwarded user) is attributed to them too: the concurrent chats got mixed up."""
     subjects = {a["metadata"]["requestId"]: a["subject"]["id"] for a in audit}
     problems, seen = [], set()
     for e in api_calls(window):
@@ -380,8 +381,9 @@ def attributed_to_askers(window: Window, audit: list[dict], asked: dict[str, str
             who = subjects.get(e["requestId"])
             if who != asked[workflow]:
                 problems.append(f"{brief(e)} asked by {asked[workflow]} but audited under {who}")
-            elif others := second_identities(e, identities[asked[workflow]]):
-                problems.append(f"{brief(e)} asked by {asked[workflow]} also named {others}")
+            elif others := [o for o in second_identities(e, identities[asked[workflow]])
+                            if o.split(": ", 1)[1].strip() in set().union(*identities.values())]:
+                problems.append(f"{brief(e)} asked by {asked[workflow]} also named another user: {others}")
     missing = set(asked) - seen
     if missing:
         raise Undetermined(f"no control-plane request was seen for {sorted(missing)}; attribution cannot be judged")

@@ -35,7 +35,8 @@ def lab(aislab_session) -> Lab:
             instance.idle_instances = IdleInstances(instance, ScriptBook(instance.fixtures / "llm" / "scripts.yaml", instance.seed)).start()
     except PreflightError as err:  # a broken driver: exit 1 at once, before any scenario, saying what to fix
         instance.down()
-        pytest.exit(f"cannot start: {err}", returncode=1)
+        aislab_session.interrupted = f"cannot start: {err}"
+        pytest.exit(aislab_session.interrupted, returncode=1)
     except BaseException:
         _keep_service_log(aislab_session, instance)
         instance.down()

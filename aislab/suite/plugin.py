@@ -149,7 +149,11 @@ def pytest_configure(config):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminated)
-    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
+    # Ctrl-C interrupts the run whatever the parent left behind: a CI runner's background step
+    # or `nohup` starts it with SIGINT ignored, and an ignored SIGINT would let the run finish
+    # and pass while it was being cancelled.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    config.add_cleanup(lambda: (signal.signal(signal.SIGTERM, previous), signal.signal(signal.SIGINT, previous_int)))
 
 
 def pytest_keyboard_interrupt(excinfo):

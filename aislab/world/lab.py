@@ -442,8 +442,11 @@ class Lab:
 
     def identity(self, persona: str) -> set[str]:
         """Every name the user goes by (what a header naming them may carry)."""
-        user = self.user(persona)
-        return {str(user[k]) for k in ("sub", "email", "name") if user.get(k)}
+        return _names(self.user(persona))
+
+    def people(self) -> dict[str, set[str]]:
+        """Every person of the lab (not the API tokens), by subject, with the names they go by."""
+        return {u["sub"]: _names(u) for u in self.directory.users.values() if u.get("kind") != "api-token"}
 
     def token(self, persona: str, variant: str | None = None) -> str:
         user = self.user(persona)
@@ -585,6 +588,10 @@ class Lab:
 
     def cp_get(self, path: str, token: str, method: str = "GET", **kw) -> httpx.Response:
         return self.http.request(method, self.url("controlplane") + path, headers={"Authorization": f"Bearer {token}"}, **kw)
+
+
+def _names(user: dict) -> set[str]:
+    return {str(user[k]) for k in ("sub", "email", "name") if user.get(k)}
 
 
 def _await_ready(proc: LabProcess, probe, timeout: float, wanted: str) -> None:

@@ -194,6 +194,8 @@ class DockerTarget(Target):
             c.with_volume_mapping(str(sandbox.dirs.service), str(sandbox.dirs.service), "rw")
             c.with_volume_mapping(str(sandbox.dirs.public), str(sandbox.dirs.public), "ro")
             c.with_volume_mapping(str(sandbox.private_tmp), "/tmp", "rw")
+            for kept in (Path(k) for k in sandbox.keep if Path(k).exists()):  # what it runs from (driver: keep_in_sight)
+                c.with_volume_mapping(str(kept), str(kept), "ro")
         c.with_volume_mapping(str(self.etc / "hosts"), "/etc/hosts", "ro")
         c.with_volume_mapping(str(self.etc / "resolv.conf"), "/etc/resolv.conf", "ro")
         c.with_kwargs(
