@@ -78,7 +78,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         # The witness on a service's host answers to its own secret: the service shares that host,
         # and may read its traffic (CAP_NET_RAW, as in any container), so never the mocks' secret.
         records = Recorder(lab["witness_secret"] if role == "witness" else lab["admin_secret"])
-        certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
+        certs = state / f"certs-{role}-{host}"  # per process: the witnesses and the collector start at once
         certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
         if role == "witness":  # inside the service's host: catches what ip(6)tables redirect

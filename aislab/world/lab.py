@@ -214,7 +214,7 @@ class Lab:
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
         procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
-        procs += [self._spawn_lab_host(host, "witness", f"{addr(host)}:{PORTS['witness']}", net_admin=True) for host in SERVICE_HOSTS]
+        procs.append(self.spawn_witness("service"))  # the idle instance's starts with it, in the background
         proxy_procs = self._spawn_proxies()
         with ThreadPoolExecutor(len(procs) + len(proxy_procs)) as pool:
             waits = [pool.submit(p.await_ready_line, 15) for p in procs]
@@ -258,7 +258,7 @@ class Lab:
         copy.write_bytes(path.read_bytes())
         return copy
 
-    def _spawn_lab_host(self, host: str, role: str, listen: str, net_admin: bool = False) -> LabProcess:
+    def _spawn_lab_host(self, host: str, role: str, listen: str, net_admin: bool = False, background: bool = False) -> LabProcess:
         return self.target.spawn(
             host,
             [self.target.python, "-m", "aislab.world.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
@@ -266,7 +266,12 @@ class Lab:
             self.dirs.logs / (f"{role}.log" if host in (role, "service") else f"{role}-{host}.log"),
             announces=True,
             net_admin=net_admin,
+            background=background,
         )
+
+    def spawn_witness(self, host: str, background: bool = False) -> LabProcess:
+        """The egress and packet witnesses beside the service on one of its hosts."""
+        return self._spawn_lab_host(host, "witness", f"{self.target.address(host)}:{PORTS['witness']}", net_admin=True, background=background)
 
     def _spawn_proxies(self) -> list[tuple[LabProcess, str, int]]:
         addr = self.target.address
@@ -323,13 +328,13 @@ class Lab:
         instance.ready = True
         self.timings["service_start"] = time.monotonic() - t0
 
-    def launch(self, host: str, overrides: dict[str, str]) -> LabProcess:
+    def launch(self, host: str, overrides: dict[str, str], background: bool = False) -> LabProcess:
         """Start the service on one of its hosts and wait until it is ready."""
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         process = self.target.spawn(
             host, command, self.service_env(overrides, host), self.dirs.logs / ("service.log" if host == "service" else f"service-{host}.log"),
-            image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host),
+            image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host), background=background,
         )
         self._await_service(process, host)
         return process
@@ -552,7 +557,7 @@ class Lab:
                            "provider": [r for r in whole["provider"] if r.get("client") not in idle],
                            "llm": [r for r in whole["llm"] if r.get("client") == self.target.address("service")],
                            "proxy": self.proxy_records(whole_life=True)}}
-        for host in IDLE_HOSTS:
+        for host in {i.host for i in self.life} & set(IDLE_HOSTS):  # only where an idle instance (and its witness) ran
             ip = self.target.address(host)
             out[host] = {"witness": self.witnesses.whole_life(f"witness:{host}"), "packets": self.witnesses.whole_life(f"packets:{host}"),
                          **{kind: [r for r in whole[kind] if r.get("client") == ip] for kind in ("dns", "provider", "llm")}}
