@@ -501,9 +501,15 @@ class Lab:
     def reset(self) -> None:
         """A fresh control plane (seed state, empty audit log) and LLM scripts, and new windows
         on every witness; what the witnesses recorded before stays part of the lab's life."""
-        self._admin("POST", "controlplane", "/_lab/reset")
-        self._admin("POST", "llm", "/_lab/reset")
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/reset"), ("controlplane", "llm")))
         self.reset_witnesses()
+
+    def witness_probe(self, name: str) -> None:
+        """The witnesses' positive control, sent from inside the service's host (aislab.world.witnesses.probe)."""
+        response = self.http.post(self.url("witness") + "/_lab/probe", params={"name": name},
+                                  headers={ADMIN_HEADER: self.witness_secret}, timeout=20)
+        if response.status_code != 200:
+            raise LabError(f"the witness's probe failed: {response.status_code} {response.text[:300]}")
 
     def reset_witnesses(self) -> None:
         """Open new windows on every recording host. The proxies' logs are read from the
@@ -564,8 +570,8 @@ class Lab:
         return out
 
     def register_scripts(self, scripts: list[dict]) -> None:
-        for host in ("llm", "provider"):  # whichever the service is pointed at
-            self._admin("POST", host, "/_lab/scripts", json=scripts)
+        # Whichever LLM the service is pointed at (both asked at once).
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/scripts", json=scripts), ("llm", "provider")))
 
     def cp_journal(self) -> list[dict]:
         return self.records("controlplane")
