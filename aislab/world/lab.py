@@ -327,6 +327,8 @@ class Lab:
         self.service = self.launch("service", self.service_overrides)
         instance.ready = True
         self.timings["service_start"] = time.monotonic() - t0
+        # The floor of a run (aislab.bench): every start-up as the service spends it.
+        self.timings["service_starts_total"] = self.timings.get("service_starts_total", 0.0) + self.timings["service_start"]
 
     def launch(self, host: str, overrides: dict[str, str], background: bool = False) -> LabProcess:
         """Start the service on one of its hosts and wait until it is ready."""
@@ -534,6 +536,7 @@ class Lab:
         """An observation window in which the harness does nothing and the witnesses listen."""
         threading.Event().wait(seconds)
         self.idle_seconds += seconds
+        self.timings["idle_total"] = self.idle_seconds
 
     def records(self, host: str) -> list[dict]:
         """What a recording host saw in the current window (see RECORDING_HOSTS)."""
