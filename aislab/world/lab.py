@@ -335,7 +335,7 @@ class Lab:
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         process = self.target.spawn(
-            host, command, self.service_env(overrides, host), self.dirs.logs / ("service.log" if host == "service" else f"service-{host}.log"),
+            host, command, self.service_env(overrides, host), self.dirs.service_logs / ("service.log" if host == "service" else f"service-{host}.log"),
             image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host), background=background,
         )
         self._await_service(process, host)
@@ -488,7 +488,7 @@ class Lab:
         if self.driver.chat.mode == "cli":
             command = render(list(self.driver.chat.command), {**values, "output_file": "-"}, "chat.command")
             exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user,
-                                    self.dirs.outputs, self.dirs.logs / "service.log", self.service_sandbox(command))
+                                    self.dirs.outputs, self.dirs.service_logs / "service.log", self.service_sandbox(command))
         else:
             exchange = send_chat(self.http, self.url(host), self.driver.chat, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds

@@ -79,8 +79,11 @@ class ContainerProcess(LabProcess):
         try:
             with self.log.open("ab") as fh:
                 for chunk in self.container.logs(stream=True, follow=True):
-                    fh.write(chunk)
-                    fh.flush()
+                    try:
+                        fh.write(chunk)
+                        fh.flush()
+                    except OSError:  # its log's space is full: the rest is not kept, the program still watched
+                        pass
                     if self._announces and not self._ready.is_set():
                         *lines, partial = (partial + chunk).split(b"\n")
                         if b"READY" in lines:
