@@ -19,7 +19,7 @@ from aislab.judging import exercise as ex
 from aislab.judging.network_checks import infrastructure_ips, is_probe, leaving_packets
 from aislab.judging.verdict import NOT_APPLICABLE_OBSERVED, Undetermined
 from aislab.suite.configuration import DEPLOYMENT
-from aislab.suite.plugin import EXERCISE, SESSION, claim_ids
+from aislab.suite.plugin import EXERCISE, SESSION, claim_ids, is_lifetime
 from aislab.world.targets.base import LabError
 
 SCOPE = pytest.StashKey["Scope"]()
@@ -130,6 +130,11 @@ def pytest_runtest_call(item):
         _record(item, scope, deployment)
         raise
     exercise = _record(item, scope, deployment)
+    lab = scope.lab if scope else None
+    if lab is not None and (broken := lab.troubled()):  # the lab broke while the scenario ran: its silence proves nothing
+        raise Undetermined("the lab broke during the scenario: " + "; ".join(broken))
+    if lab is not None and is_lifetime(item) and lab.losses:
+        raise Undetermined("the whole life is not on record: " + "; ".join(lab.losses) + " (what it had recorded before is lost)")
     missing = ex.unmet({**requirement(item), **(scope.provoked if scope else {})}, exercise) if exercise else []
     if missing:
         raise Undetermined("not exercised, so silence proves nothing: " + "; ".join(missing)

@@ -93,6 +93,7 @@ def evidence(request, aislab_session, exercise_scope):
     lab = request.getfixturevalue("lab") if families - LAB_FREE_FAMILIES else None
     request.node.stash[SCOPE] = exercise_scope
     if lab is not None:
+        lab.heal()  # a lab program that died or stalls since is started afresh (and the loss said)
         lab.notice_exit()
         why = unresponsive(aislab_session)
         if why:

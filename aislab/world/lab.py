@@ -7,9 +7,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +30,7 @@ from aislab.world.layout import SERVICE_UID
 from aislab.world.pki import CA, write_private
 from aislab.world.targets.base import (HOSTS, IDLE_HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, SERVICE_HOSTS, WITNESS_TCP, WITNESS_UDP,
                                        LabError, LabProcess, Sandbox, Target)
-from aislab.world.witnesses.reader import WitnessReader, witness_host
+from aislab.world.witnesses.reader import RECORDING_HOSTS, WitnessReader, witness_host
 
 FIXTURES = PROJECT / "fixtures"
 
@@ -54,6 +56,25 @@ class ServiceInstance:
     def as_evidence(self) -> dict:
         return {"number": self.number, "host": self.host, "config": self.config, "started": self.started,
                 "stopped": self.stopped, "ready": self.ready}
+
+
+@dataclass
+class LabProgram:
+    """A program the lab runs (a mock, a witness, a proxy) and how to start it (again)."""
+
+    name: str
+    starter: Callable[[], LabProcess]
+    process: LabProcess | None = None
+
+    def start(self) -> "LabProgram":
+        self.process = self.starter()
+        return self
+
+    def trouble(self) -> str | None:
+        """Why it cannot serve: it died or stopped (SIGSTOP, a debugger), or None."""
+        if self.process is None or not self.process.alive():
+            return f"died (exit {self.process.wait(0) if self.process else '?'})"
+        return "stalled (stopped)" if self.process.stalled() else None
 
 
 @dataclass
@@ -94,7 +115,8 @@ class Lab:
         self._values: dict[str, str] | None = None
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
-        self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
+        # Never the service's proxy settings; a lab host that does not answer in seconds has died or stalls.
+        self.http = httpx.Client(trust_env=False, timeout=httpx.Timeout(10, connect=3))
         self.witnesses = WitnessReader(self.http, self.url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
@@ -109,6 +131,8 @@ class Lab:
         self.idle_seconds = 0.0  # time the service idled under observation, all scenarios together
         self.deaths = 0  # times the service exited on its own
         self.idle_instances = None  # aislab.world.idle.IdleInstances, when the run judges whole lives
+        self.programs: dict[str, LabProgram] = {}
+        self.losses: list[str] = []  # lab programs started afresh: what they had recorded is gone
 
     def __repr__(self) -> str:
         # Shown as a step argument in the Allure drill-down: short, no paths, no secrets.
@@ -213,14 +237,15 @@ class Lab:
         self.timings.update(self.target.timings)
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
-        procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
-        procs.append(self.spawn_witness("service"))  # the idle instance's starts with it, in the background
-        proxy_procs = self._spawn_proxies()
-        with ThreadPoolExecutor(len(procs) + len(proxy_procs)) as pool:
-            waits = [pool.submit(p.await_ready_line, 15) for p in procs]
-            waits += [pool.submit(self._await_port, p, ip, port) for p, ip, port in proxy_procs]
-            for w in waits:
-                w.result()
+        # Every lab program, and how to start it again should it die or stall (heal).
+        self.programs = {host: LabProgram(host, lambda h=host: self._ready(self._spawn_lab_host(h, h, f"{addr(h)}:{PORTS[h]}")))
+                         for host in MOCKS}
+        # The idle instance's witness starts with it, in the background.
+        self.programs["witness"] = LabProgram("witness", lambda: self._ready(self.spawn_witness("service")))
+        for kind, spec in self._proxy_specs():
+            self.programs[spec.name] = LabProgram(spec.name, lambda k=kind, sp=spec: self._start_proxy(k, sp))
+        with ThreadPoolExecutor(len(self.programs)) as pool:
+            list(pool.map(LabProgram.start, self.programs.values()))
         self.timings["mocks"] = time.monotonic() - t1
         self.preflight()
         self.start_service()
@@ -273,17 +298,23 @@ class Lab:
         """The egress and packet witnesses beside the service on one of its hosts."""
         return self._spawn_lab_host(host, "witness", f"{self.target.address(host)}:{PORTS['witness']}", net_admin=True, background=background)
 
-    def _spawn_proxies(self) -> list[tuple[LabProcess, str, int]]:
+    def _proxy_specs(self) -> list[tuple[str, proxies.ProxySpec]]:
         addr = self.target.address
         specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), addr("harness").rsplit(".", 1)[0]),
                  "squid": proxies.squid(self.proxy_dir, addr("squid"), addr("dns"))}
-        started = []
-        for kind, group in specs.items():
-            for spec in group:
-                proc = self.target.spawn(kind, spec.command, self._base_env(), self.dirs.logs / f"{spec.name}.log")
-                self.proxy_logs[spec.name] = spec.log
-                started += [(proc, addr(kind), port) for port in sorted(set(spec.ports))]
-        return started
+        return [(kind, spec) for kind, group in specs.items() for spec in group]
+
+    def _start_proxy(self, kind: str, spec: proxies.ProxySpec) -> LabProcess:
+        proc = self.target.spawn(kind, spec.command, self._base_env(), self.dirs.logs / f"{spec.name}.log")
+        self.proxy_logs[spec.name] = spec.log
+        for port in sorted(set(spec.ports)):
+            self._await_port(proc, self.target.address(kind), port)
+        return proc
+
+    @staticmethod
+    def _ready(proc: LabProcess) -> LabProcess:
+        proc.await_ready_line(15)
+        return proc
 
     def _await_port(self, proc: LabProcess, ip: str, port: int, timeout: float = 10) -> None:
         """For programs that announce nothing: connect until the port accepts, or the program dies."""
@@ -385,6 +416,29 @@ class Lab:
         self.notice_exit()
         if fresh or overrides != self.service_overrides or not self.service_running():
             self.restart_service(overrides)
+
+    def heal(self) -> list[str]:
+        """Start afresh every lab program that died or stalls, and say so: what a recording host
+        kept before is lost with it, so the whole life is no longer on record (`losses`)."""
+        healed = []
+        for program in self.programs.values():
+            why = program.trouble()
+            if why is None:
+                continue
+            program.process.signal(signal.SIGKILL)
+            program.process.wait(10)
+            self.target.processes.remove(program.process)
+            program.start()
+            self.witnesses.forget(program.name)
+            healed.append(f"the lab's {program.name} {why} at {time.strftime('%H:%M:%S')} and was started afresh")
+            if program.name in RECORDING_HOSTS:  # (a proxy's log is on disk: nothing of it is lost)
+                self.losses.append(healed[-1])
+        self.warnings += healed
+        return healed
+
+    def troubled(self) -> list[str]:
+        """The lab programs that cannot serve now, and why."""
+        return [f"the lab's {p.name} {why}" for p in self.programs.values() if (why := p.trouble())]
 
     def notice_exit(self) -> None:
         """A service that exited on its own is noticed and said (it is restarted when next needed)."""
@@ -495,7 +549,10 @@ class Lab:
         return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
-        response = self.http.request(method, self.url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)
+        try:
+            response = self.http.request(method, self.url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)
+        except httpx.TransportError as err:
+            raise LabError(f"the lab's {host} did not answer ({type(err).__name__}): it died or stalls") from None
         if response.status_code != 200:
             raise LabError(f"lab admin {method} {host}{path} -> {response.status_code}: {response.text[:300]}")
         return response
@@ -551,7 +608,10 @@ class Lab:
                 fh.seek(0 if whole_life else self.proxy_offsets.get(name, 0))
                 text = fh.read().decode("utf-8", "replace")
             out += [{**r, "instance": name} for r in proxies.parse_log(name.split("-")[0], text)]
-        active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
+        try:
+            active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
+        except httpx.TransportError as err:
+            raise LabError(f"the lab's squid did not answer ({type(err).__name__}): it died or stalls") from None
         out += [{**r, "instance": "squid"} for r in proxies.parse_squid_active(active.text)]
         return out
 

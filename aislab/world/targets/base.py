@@ -111,6 +111,10 @@ class LabProcess(ABC):
     def alive(self) -> bool:
         return self.wait(0) is None
 
+    def stalled(self) -> bool:
+        """Whether it is stopped (SIGSTOP, a debugger) where the target can tell; else False."""
+        return False
+
     def tail(self, lines: int = 40) -> str:
         try:
             with self.log.open(errors="replace") as fh:
@@ -142,6 +146,12 @@ class HostProcess(LabProcess):
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stalled(self) -> bool:
+        try:
+            return Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        except (OSError, IndexError):
+            return False
 
     def signal(self, sig: int) -> None:
         try:

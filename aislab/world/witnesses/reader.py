@@ -42,8 +42,11 @@ class WitnessReader:
         self.pool = ThreadPoolExecutor(len(RECORDING_HOSTS), thread_name_prefix="records")
 
     def _get(self, host: str, since: int) -> dict:
-        response = self.http.get(f"{self.url_of(host)}/_lab/records", params={"since": since},
-                                 headers={ADMIN_HEADER: self.secret_of(host)})
+        try:
+            response = self.http.get(f"{self.url_of(host)}/_lab/records", params={"since": since},
+                                     headers={ADMIN_HEADER: self.secret_of(host)})
+        except httpx.TransportError as err:
+            raise LabError(f"the lab's {host} did not answer ({type(err).__name__}): it died or stalls") from None
         if response.status_code != 200:
             raise LabError(f"reading the records of {host} failed: {response.status_code} {response.text[:300]}")
         return response.json()
@@ -56,6 +59,12 @@ class WitnessReader:
         """The marks of several hosts, asked of them all at once (they answer independently)."""
         hosts = list(hosts)
         return dict(zip(hosts, self.pool.map(self.head, hosts)))
+
+    def forget(self, program: str) -> None:
+        """A recording program started afresh keeps nothing of before: its marks start over."""
+        for host in ("witness", "packets") if program == "witness" else (program,):
+            if host in self.marks:
+                self.marks[host] = 0
 
     def mark_all(self) -> None:
         """Start a new window on every host (nothing is forgotten: the life stays readable)."""
