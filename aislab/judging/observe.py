@@ -27,7 +27,11 @@ class Mark:
 class Observer:
     def __init__(self, lab):
         self.lab = lab
-        self.service_ip = lab.target.address("service")
+
+    @property
+    def service_ip(self) -> str:
+        """The running instance's address (on Kubernetes each instance is a pod of its own)."""
+        return self.lab.target.address("service")
 
     def __repr__(self) -> str:
         return f"Observer(service at {self.service_ip})"
@@ -38,10 +42,11 @@ class Observer:
     def since(self, mark: Mark) -> Window:
         cp = self.lab.witnesses.since("controlplane", mark.cp)
         llm = self.lab.witnesses.since("llm", mark.llm)
+        service_ip = self.service_ip
         return Window(
-            cp=[e for e in cp if e["client"] == self.service_ip],
-            llm=[r for r in llm if r["client"] == self.service_ip],
-            harness_cp=[e for e in cp if e["client"] != self.service_ip],
+            cp=[e for e in cp if e["client"] == service_ip],
+            llm=[r for r in llm if r["client"] == service_ip],
+            harness_cp=[e for e in cp if e["client"] != service_ip],
         )
 
 

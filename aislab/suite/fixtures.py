@@ -10,7 +10,8 @@ import pytest
 from aislab.judging.observe import Observer
 from aislab.judging.verdict import Undetermined
 from aislab.report.evidence import EvidenceSink
-from aislab.suite.plugin import EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, is_lifetime, unresponsive
+from aislab.suite.plugin import (EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, cluster_settings, is_lifetime,
+                                 unresponsive)
 from aislab.world.lab import Lab
 from aislab.world.mocks.llm.scriptbook import ScriptBook
 from aislab.world.targets import make_target
@@ -23,9 +24,15 @@ def aislab_session(request) -> Session:
 
 @pytest.fixture(scope="session")
 def lab(aislab_session) -> Lab:
-    target = make_target(aislab_session.config.getoption("--target"))
+    config = aislab_session.config
+    target = make_target(config.getoption("--target"), cluster_settings(config))
     instance = Lab(target, aislab_session.driver)
     aislab_session.lab = instance
+    spec = aislab_session.driver.service.env_from_chart
+    if spec is not None:  # render, then run: a cluster target installs the chart itself
+        from aislab.suite.configuration import DEPLOYMENT
+
+        target.deploy_service_from_chart(config.stash[DEPLOYMENT], spec.container, spec.values, instance.values)
     try:
         instance.up()
     except BaseException:

@@ -38,6 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
         "timings": {k: round(v, 3) for k, v in (lab.timings.items() if lab else [])},
         "warnings": s.warnings + (lab.warnings if lab else []),
         "environment": getattr(s, "environment", {}),
+        **({"targetDetails": details} if lab and (details := lab.target.details()) else {}),
     }
     expected: dict[str, set[str]] = {}
     for item in s.selected:

@@ -76,6 +76,10 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.world.pki import CA, SNIContexts
 
         records = Recorder(lab["admin_secret"])
+        archive = state / f"{role}-archive.json"
+        if archive.exists():  # a new host for the same witness (a new pod): its record runs on
+            for entry in json.loads(archive.read_text()):
+                records.add(entry)
         certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
         certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
@@ -94,7 +98,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.world.witnesses.dnssink import SinkholeResolver, serve as serve_dns
 
         records = Recorder(lab["admin_secret"])
-        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v6_for=lab["service_ip"],
+        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v4_only=frozenset(lab["v4_only"]),
                                     names_v6=lab["dns_names_v6"], default_v6=lab["outside_v6"])
         serve_dns(host, resolver)
         return [(records_app(records), listen(host, port), {})]

@@ -134,6 +134,10 @@ class Lab:
     # --- bring-up ----------------------------------------------------------------------
     def up(self) -> "Lab":
         t0 = time.monotonic()
+        # The hosts first: a target may learn their addresses only by making them (pods), and
+        # everything written below names them.
+        self.target.create()
+        self.timings.update(self.target.timings)
         key = SigningKey.generate()
         self.tokens = TokenFactory(key, self.issuer, attacker_base=self.url("idp"))
         self.service_token = self.tokens.mint(self.directory.user_for("svc-ai-assistant"), exp=int(time.time()) + 86400)
@@ -164,12 +168,12 @@ class Lab:
             "outside_v6": OUTSIDE_V6["outside"],
             "harness_ip": addr("harness"),
             "service_ip": addr("service"),
+            # The proxies are given IPv4 answers only; the service's host (dual-stack) AAAA too.
+            "v4_only": [addr(h) for h in proxies.PROXIES],
             "witness_tcp_port": WITNESS_TCP,
             "witness_udp_port": WITNESS_UDP,
         }))
         self._render_driver_files()
-        self.target.create()
-        self.timings.update(self.target.timings)
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
         procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
@@ -254,7 +258,7 @@ class Lab:
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
         self.service_overrides = dict(overrides or {})
-        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
+        self.proxy_offsets = {name: self.target.file_size(name.split("-")[0], path) for name, path in self.proxy_logs.items()}
         self._begin_instance()
         if self.driver.chat.mode == "cli":  # nothing long-running: every chat starts the assistant afresh
             return
@@ -418,9 +422,8 @@ class Lab:
         and the tunnels squid has open now."""
         out = []
         for name, path in self.proxy_logs.items():
-            with path.open("rb") as fh:
-                fh.seek(0 if whole_life else self.proxy_offsets.get(name, 0))
-                text = fh.read().decode("utf-8", "replace")
+            text = self.target.read_file(name.split("-")[0], path, 0 if whole_life else self.proxy_offsets.get(name, 0))
+            text = text.decode("utf-8", "replace")
             out += [{**r, "instance": name} for r in proxies.parse_log(name.split("-")[0], text)]
         active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
         out += [{**r, "instance": "squid"} for r in proxies.parse_squid_active(active.text)]

@@ -192,6 +192,30 @@ class Target(ABC):
     def may_run_as(self, uid: int, command: list[str]) -> bool:
         """Whether a user other than root can run this command on the service's host."""
 
+    def read_file(self, host: str, path: Path, offset: int = 0) -> bytes:
+        """A file a program on `host` writes (a proxy's log), from `offset` on. Here the lab's
+        directories are this machine's; a target whose hosts keep their own overrides it."""
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+
+    def file_size(self, host: str, path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def deploy_service_from_chart(self, deployment, container: str | None, overrides: dict, values) -> None:
+        """Run the service as its chart deploys it (render, then run); a target without a
+        cluster runs it with the chart's env alone (the driver's env, already taken from it)."""
+
+    def details(self) -> dict | None:
+        """What a reviewer should know of where the lab ran, beyond the target's name."""
+        return None
+
     @abstractmethod
     def _remove_leftovers(self) -> None:
         """Remove everything this slot's lab made on the machine, also what a killed run left."""
@@ -204,7 +228,12 @@ class Target(ABC):
         self.release()
 
 
-def make_target(name: str) -> Target:
+TARGETS = ("local", "docker", "kubernetes", "kind")
+
+
+def make_target(name: str, settings: dict | None = None) -> Target:
+    """`settings`: the cluster targets' options (kubeconfig, context, image_registry,
+    kind_cluster, keep_cluster)."""
     if name == "local":
         from aislab.world.targets.local import LocalTarget
 
@@ -213,9 +242,11 @@ def make_target(name: str) -> Target:
         from aislab.world.targets.docker import DockerTarget
 
         return DockerTarget.acquire()
-    if name == "kind":
-        raise LabError("target 'kind' is not built yet (see the issue tracker); use --target local or docker")
-    raise LabError(f"unknown target {name!r}; choose local, docker or kind")
+    if name in ("kubernetes", "kind"):
+        from aislab.world.targets.kubernetes import acquire
+
+        return acquire(name, settings or {})
+    raise LabError(f"unknown target {name!r}; choose {', '.join(TARGETS)}")
 
 
 def slot_lock(kind: str, slot: int) -> Path:

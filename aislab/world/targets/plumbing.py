@@ -19,8 +19,11 @@ def egress_witness_plumbing(in_netns: list[str], allowed: list[str]) -> None:
     attempt that is not to `allowed` (lab infrastructure, IPv4 only) to the witness, which
     records it. The host is dual-stack on purpose: an attempt over IPv6 is witnessed like one
     over IPv4, not silently refused."""
-    _run(in_netns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
-                    "net.ipv6.conf.lo.disable_ipv6=0"])
+    # IPv6 on: set only where it is off (a pod's /proc/sys is read-only, and its IPv6 is on).
+    keys = ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6", "net.ipv6.conf.lo.disable_ipv6"]
+    now = subprocess.run([*in_netns, "sysctl", "-n", *keys], capture_output=True, text=True).stdout.split()
+    if now != ["0"] * len(keys):
+        _run(in_netns, ["sysctl", "-qw", *(f"{k}=0" for k in keys)])
     _run(in_netns, ["ip", "-batch", "-"], "\n".join([
         "link add dead0 type veth peer name dead1", "link set dead0 up", "link set dead1 up",
         "route replace default dev dead0",
