@@ -27,6 +27,7 @@ from aislab.report.waivers import WaiverError, load_waivers
 from aislab.suite.drilldown import DrillDown, label_marks, short_trace
 from aislab.suite.redaction import RedactingFileLogger, SessionRedactor
 from aislab.world.lab import FIXTURES, Lab
+from aislab.world.targets.base import LabError, preflight
 
 CLAIMS_FILE = PROJECT / "claims.yaml"
 CLAIM_ID = re.compile(r"^AIS-[A-Z]+-\d+$")
@@ -146,7 +147,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", f"{LIFETIME}: judged over the service's whole life; runs after every other scenario")
     try:
         config.stash[SESSION] = s = Session(config)
-    except (DriverError, WaiverError) as err:
+        preflight(config.getoption("--target"), cluster_settings(config))
+    except (DriverError, WaiverError, LabError) as err:
         pytest.exit(f"cannot start: {err}", returncode=1)
     # Allure's results are redacted as they are written: a run killed midway leaves no secret.
     RedactingFileLogger.install(s.redactor)

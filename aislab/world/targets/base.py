@@ -249,6 +249,15 @@ def make_target(name: str, settings: dict | None = None) -> Target:
     raise LabError(f"unknown target {name!r}; choose {', '.join(TARGETS)}")
 
 
+def preflight(name: str, settings: dict | None = None) -> None:
+    """What can be told before any scenario runs: a cluster target's missing tool, kubeconfig,
+    unreachable cluster or missing permission is a broken input (exit 1), never a verdict."""
+    if name in ("kubernetes", "kind"):
+        from aislab.world.targets.kubernetes import preflight as cluster_preflight
+
+        cluster_preflight(name, settings or {})
+
+
 def slot_lock(kind: str, slot: int) -> Path:
     return LOCK_DIR / f"{kind}-slot{slot}.lock"
 

@@ -15,3 +15,16 @@ def acquire(name: str, settings: dict):
         return KindTarget.acquire(settings)
     access = Access(settings.get("kubeconfig"), settings.get("context"))
     return KubernetesTarget.acquire(Settings(access, settings.get("image_registry")))
+
+
+def preflight(name: str, settings: dict) -> None:
+    """Before any scenario: kind's CLI, or the cluster reachable and the permissions a lab needs."""
+    from aislab.world.targets.kubernetes.cluster import Access, Cluster
+    from aislab.world.targets.kubernetes.target import machine_id
+
+    if name == "kind":
+        from aislab.world.targets.kubernetes.kind import kind_binary
+
+        kind_binary()
+        return
+    Cluster(Access(settings.get("kubeconfig"), settings.get("context"))).check_permissions(f"aislab-{machine_id()}-0")

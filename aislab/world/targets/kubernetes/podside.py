@@ -14,6 +14,7 @@ exec protocol of older clusters cannot close stdin), answers come back on stdout
     gate                 init container of a witnessed pod: wait for the lab's files, unpack them,
                          apply the egress witness's plumbing
     witness              the witness sidecar: start the witness on this pod's own address
+    hosts                write the lab's host names into the pod's /etc/hosts
     await-port PORT      postStart of the witness: return once it listens (the service starts after)
     hold-until-released  preStop of the witness: keep recording until the harness has drained it
     retire               the service's /tmp, for the next pod
@@ -91,6 +92,8 @@ def run() -> int:
     with its output in PROGRAMS/NAME.log and records its exit code in NAME.exit."""
     req = _read_request()
     unpack(req.get("files"))
+    if req.get("hosts"):
+        Path("/etc/hosts").write_text(req["hosts"])
     name = req["name"]
     PROGRAMS.mkdir(parents=True, exist_ok=True)
     for suffix in ("exit", "pid"):
@@ -235,14 +238,28 @@ def witness() -> int:
 
 
 def await_port(port: int, timeout: float = 60) -> int:
+    """Whether something listens on PORT, read from the kernel's socket tables: connecting
+    would be an attempt the witness records."""
     deadline = time.monotonic() + timeout
+    wanted = f":{port:04X}"
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except FileNotFoundError:
+                continue
+            if any(r.split()[1].endswith(wanted) and r.split()[3] == "0A" for r in rows):  # 0A: LISTEN
                 return 0
         time.sleep(0.05)
     return 1
+
+
+def hosts() -> int:
+    """The lab's host names, as every host of the local target has them in /etc/hosts (a
+    proxy's reverse lookups stay off the wire)."""
+    req = _read_request()
+    Path("/etc/hosts").write_text(req["hosts"])
+    return 0
 
 
 def hold_until_released(timeout: float = 600) -> int:
@@ -295,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return deliver()
     if command == "witness":
         return witness()
+    if command == "hosts":
+        return hosts()
     if command == "await-port":
         return await_port(int(args[0]))
     if command == "hold-until-released":

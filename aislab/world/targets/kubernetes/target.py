@@ -279,6 +279,28 @@ class KubernetesTarget(Target):
                 tar.addfile(info, io.BytesIO(data))
         return base64.b64encode(buffer.getvalue()).decode()
 
+    def etc_hosts(self, host: str) -> str:
+        """A host's /etc/hosts as on the local target: its own name, and every lab host's."""
+        known = [(self.address(h), h) for h in HOSTS]
+        # A witnessed host's earlier addresses too (its earlier pods): a proxy logging an old
+        # connection late still finds the name without asking the DNS sinkhole.
+        known += [(ip, h) for h, w in self.witnessed.items() for ip in w.history if ip != w.address]
+        return (f"127.0.0.1 localhost\n127.0.1.1 {host}\n"
+                + "".join(f"{ip} {h}.lab\n" for ip, h in known if ip != "0.0.0.0"))
+
+    def host_moved(self) -> None:
+        """A witnessed host has a new address (a new pod): every lab host learns it, as the
+        local target's hosts files have it (a proxy's reverse lookups stay off the wire)."""
+        def update(host: str) -> None:
+            self.cluster.exec(self.namespace, f"host-{host}", HOST_CONTAINER, [*PODSIDE, "hosts"], {"hosts": self.etc_hosts(host)})
+
+        hosts = [h for h in lab_hosts() if h in self.addresses]
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            list(pool.map(update, hosts))
+        for program in self.processes:
+            if isinstance(program, HostProgram) and program.alive():
+                program.reread_hosts()
+
     def read_file(self, host: str, path: Path, offset: int = 0) -> bytes:
         out, err, code = self.cluster.exec(self.namespace, f"host-{host}", HOST_CONTAINER, [*PODSIDE, "read", str(path), str(offset)])
         if code != 0:
@@ -401,13 +423,14 @@ class HostProgram(LabProcess):
     comes (through an exec that follows it), notices READY, and ends with its exit code."""
 
     def __init__(self, target: KubernetesTarget, host: str, command: list[str], env: dict[str, str], log: Path, announces: bool):
-        self.target, self.name, self.log = target, host, log
+        self.target, self.name, self.log, self.command = target, host, log, command
         self.program = f"{host}-{uuid.uuid4().hex[:6]}"
         self.pod = f"host-{host}"
         self._ready, self._exited, self._stop = threading.Event(), threading.Event(), threading.Event()
         self.returncode: int | None = None
         self._announces = announces
-        request = {"files": target._lab_files(), "name": self.program, "command": command, "env": env, "cwd": target.project}
+        request = {"files": target._lab_files(), "hosts": target.etc_hosts(host), "name": self.program, "command": command,
+                   "env": env, "cwd": target.project}
         out, err, code = target.cluster.exec(target.namespace, self.pod, HOST_CONTAINER, [*PODSIDE, "run"], request)
         if code != 0:
             raise LabError(f"cannot start {command[:3]} on {host}: {err[-500:]}")
@@ -451,6 +474,27 @@ class HostProgram(LabProcess):
             return self.returncode if self.returncode is not None else -1
         return None
 
+    def reread_hosts(self, timeout: float = 10) -> None:
+        """squid reads /etc/hosts once, at start: told to read its configuration again, it
+        finds a host's new address there (for the reverse lookups its cache manager makes)."""
+        if Path(self.command[0]).name != "squid" or "-f" not in self.command:
+            return
+        conf = self.command[self.command.index("-f") + 1]
+        text = self.target.read_file(self.name, Path(conf)).decode()
+        cache_log = next((Path(line.split()[1]) for line in text.splitlines() if line.startswith("cache_log ")), None)
+        if cache_log is None:
+            raise LabError(f"squid's configuration {conf} names no cache_log to watch")
+        before = self.target.file_size(self.name, cache_log)
+        done = self.target.run_in(self.name, ["squid", "-k", "reconfigure", "-f", conf])
+        if done.returncode != 0:
+            raise LabError(f"squid would not reconfigure: {done.stderr[-300:]}")
+        ports = sum(1 for line in text.splitlines() if line.startswith("http_port "))
+        deadline = time.monotonic() + timeout
+        while self.target.read_file(self.name, cache_log, before).count(b"Accepting HTTP Socket connections") < ports:
+            if time.monotonic() > deadline:
+                raise LabError(f"squid did not accept connections again within {timeout:.0f}s of reconfiguring")
+            time.sleep(0.05)
+
     def signal(self, sig: int) -> None:
         try:
             self.target.cluster.exec(self.target.namespace, self.pod, HOST_CONTAINER, [*PODSIDE, "signal", self.program, str(int(sig))])
@@ -486,6 +530,7 @@ class WitnessedHost:
         self.target, self.host = target, host
         self.pod: str | None = None
         self.address: str | None = None
+        self.history: list[str] = []  # every address it had, pod after pod
         self.generation = 0
         self.witness_spec: dict | None = None
         self.witness_log: Path | None = None
@@ -533,6 +578,8 @@ class WitnessedHost:
         target._create(pod)
         self.pod = name
         self.address = target.await_pod(name)  # the address comes with the sandbox, before any container runs
+        self.history.append(self.address)
+        target.host_moved()
         self._deliver(service)
         if process is not None:
             process.attach(name)
