@@ -38,6 +38,8 @@ fi
 DIR=$CACHE_ROOT/$VERSION
 BIN=$DIR/bin
 STAMP=$DIR/.built
+# Bumped whenever this recipe changes what it builds: a stamp of another revision is rebuilt.
+RECIPE=2
 
 missing_runtime() {
   local p; for p in $RUNTIME_PACKAGES; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done
@@ -48,7 +50,7 @@ if [ -n "$need" ]; then
   apt-get install -y -qq --no-install-recommends $need >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $need >/dev/null; }
 fi
 
-if [ -f "$STAMP" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "recipe $RECIPE" ]; then
   ok=1; for c in $COMPONENTS pause; do [ -x "$BIN/$c" ] || ok=0; done
   if [ $ok = 1 ]; then say "built already: $BIN (kubernetes source $VERSION)"; echo "$DIR"; exit 0; fi
 fi
@@ -98,10 +100,13 @@ inputs=$(find -H . -not \( \( -path './_*' -o -path './.*' -o -path ./vendor \) 
 [ -s pkg/generated/openapi/zz_generated.openapi.go ] || { say "openapi-gen wrote nothing"; exit 1; }
 
 mkdir -p "$BIN"
-LDFLAGS="-s -w -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitVersion=v1.20.2 \
- -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitMajor=1 \
- -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitMinor=20 \
- -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitTreeState=clean"
+# The version every component reports (--version, and the API server's /version), set in both
+# packages that carry it, as upstream's hack/lib/version.sh does.
+LDFLAGS="-s -w"
+for pkg in k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version k8s.io/kubernetes/vendor/k8s.io/component-base/version; do
+  LDFLAGS="$LDFLAGS -X $pkg.gitVersion=v1.20.2 -X $pkg.gitMajor=1 -X $pkg.gitMinor=20 -X $pkg.gitTreeState=clean"
+  LDFLAGS="$LDFLAGS -X $pkg.gitCommit=debian-$VERSION -X $pkg.buildDate=$(date -u -d @"${SOURCE_DATE_EPOCH:-0}" +%Y-%m-%dT%H:%M:%SZ)"
+done
 for c in $COMPONENTS; do
   t0=$(date +%s)
   go build -o "$BIN/$c.tmp" -ldflags "$LDFLAGS" "k8s.io/kubernetes/cmd/$c"
@@ -128,6 +133,6 @@ gcc -static -O2 -o "$BIN/pause" "$WORK/pause.c"
 echo "$VERSION" >"$DIR/source-version"
 echo "$(( $(date +%s) - start ))" >"$DIR/build-seconds"
 rm -rf "$WORK"
-touch "$STAMP"
+echo "recipe $RECIPE" >"$STAMP"
 say "built kubernetes $VERSION in $(( $(date +%s) - start )) s: $BIN"
 echo "$DIR"

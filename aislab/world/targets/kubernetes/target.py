@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubernetes.client import V1PodStatus
 from kubernetes.client.rest import ApiException
 
 from aislab.world.targets.base import (HOSTS, INFRASTRUCTURE, MOCKS, PORTS, WITNESS_TCP, LabError, LabProcess, Sandbox,
@@ -230,7 +231,7 @@ class KubernetesTarget(Target):
                 pod = self.cluster.core.read_namespaced_pod(name, self.namespace)
             except ApiException as err:
                 raise LabError(f"pod {name} is gone: {err.status} {err.reason}") from None
-            status = pod.status
+            status = pod.status or V1PodStatus()  # none yet: not scheduled
             waiting = [s for s in (status.init_container_statuses or []) + (status.container_statuses or [])
                        if s.state and s.state.waiting and s.state.waiting.reason in BROKEN]
             if waiting:
@@ -389,16 +390,22 @@ class KubernetesTarget(Target):
     def _remove_leftovers(self) -> None:
         """This slot's namespace (also one a killed run left), and wait until it is gone."""
         try:
-            found = self.cluster.core.list_namespace(label_selector=f"{LABEL}={self.tag}").items
+            listed = self.cluster.core.list_namespace(label_selector=f"{LABEL}={self.tag}").items
         except ApiException as err:
             raise LabError(f"cannot list namespaces: {err.status} {err.reason}") from None
+        # Never a namespace without this lab's label, whatever the API's selector did.
+        found = [ns for ns in listed if (ns.metadata.labels or {}).get(LABEL) == self.tag
+                 and (ns.metadata.labels or {}).get(MACHINE_LABEL) == self.machine]
+        core = self.cluster.core
         for ns in found:
+            name = ns.metadata.name
             try:  # pods first without grace: a held witness would keep its namespace for minutes
-                self.cluster.core.delete_collection_namespaced_pod(ns.metadata.name, grace_period_seconds=0)
-                self.cluster.core.delete_namespace(ns.metadata.name, grace_period_seconds=0)
+                for pod in core.list_namespaced_pod(name).items:
+                    core.delete_namespaced_pod(pod.metadata.name, name, grace_period_seconds=0)
+                core.delete_namespace(name, grace_period_seconds=0)
             except ApiException as err:
                 if err.status != 404:
-                    raise LabError(f"cannot delete namespace {ns.metadata.name}: {err.status} {err.reason}") from None
+                    raise LabError(f"cannot delete namespace {name}: {err.status} {err.reason}") from None
         if found:
             self._await_namespace_gone()
 
@@ -608,7 +615,7 @@ class WitnessedHost:
         deadline = time.monotonic() + POD_START_TIMEOUT
         while True:
             pod = self.target.cluster.core.read_namespaced_pod(self.pod, self.target.namespace)
-            gate = next((s for s in pod.status.init_container_statuses or [] if s.name == GATE_CONTAINER), None)
+            gate = next((s for s in (pod.status or V1PodStatus()).init_container_statuses or [] if s.name == GATE_CONTAINER), None)
             if gate and gate.state and gate.state.running:
                 return
             if gate and gate.state and gate.state.waiting and gate.state.waiting.reason in BROKEN:
