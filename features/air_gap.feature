@@ -1,8 +1,9 @@
 @air-gap
 Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
   The service is configured as an air-gapped install is: the LLM inside the lab, no proxy,
-  DO_NOT_TRACK=true. Its host has no way out: every attempt, over IPv4 or IPv6, ends at the
-  egress witness.
+  DO_NOT_TRACK=true. Its host has no way out: every attempt, in any IP protocol, over IPv4 or
+  IPv6, ends at the egress witness or is recorded by the packet witness. An instance kept idle and
+  air-gapped for the whole run is judged over its life too.
 
   Background:
     Given the egress witness is shown to record an attempt to leave the service's host
@@ -15,7 +16,7 @@ Feature: Air gap - with a self-hosted LLM no data leaves the infrastructure
     And the chat succeeded
 
   @AIS-AIRGAP-02
-  Scenario: No DNS, TCP or UDP attempt leaves the allowlist, in chat, error path and idle time
+  Scenario: No attempt in any IP protocol leaves the allowlist, in chat, error path and idle time
     Given the service runs air-gapped
     When the reader chats following the LLM script "one-tool"
     And the reader chats following the LLM script "provider-failure"

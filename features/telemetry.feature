@@ -1,8 +1,11 @@
 @telemetry
 Feature: Telemetry - DO_NOT_TRACK=true stops diagnostic telemetry
-  Judged from every attempt to leave the service's host (egress witness, IPv4 and IPv6), every
-  DNS lookup (sinkhole) and the outside world's collector: over start-up, chat, an error path
-  and idle time within a scenario, and over the service's whole life, shutdown included.
+  Judged from every attempt to leave the service's host in any IP protocol (the egress witness:
+  TCP and UDP; the packet witness: ICMP and raw IP; IPv4 and IPv6), every DNS lookup (sinkhole),
+  the outside world's collector and every request to the LLM host that is not its API: over
+  start-up, chat, an error path and idle time within a scenario, and over the service's whole life,
+  shutdown included, also of an instance kept idle for the whole run. Silence counts only where the
+  service was seen doing the work: started, chatted with the LLM, ran tools, took the error path.
 
   Background:
     Given the egress witness is shown to record an attempt to leave the service's host
@@ -13,7 +16,7 @@ Feature: Telemetry - DO_NOT_TRACK=true stops diagnostic telemetry
     When the reader chats following the LLM script "one-tool"
     And the reader chats following the LLM script "provider-failure"
     And the service idles for the profile's idle window
-    Then nothing left the service's host except to the lab infrastructure
+    Then nothing non-essential left the service, and the LLM host was asked for nothing but its API
 
     Examples:
       | opt-out                   |

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 from pytest_bdd import given, parsers, then, when
 
-from aislab.judging import checks
 from aislab.driver.client import ChatExchange
-from aislab.world.lab import Lab
+from aislab.judging import checks
+from aislab.judging.checks import api_calls
+from aislab.judging.exercise import chat_counts
 from aislab.judging.observe import Observer, Window, tool_exchanges
 from aislab.judging.verdict import undetermined_unless
+from aislab.suite.exercising import Scope
+from aislab.world.lab import Lab
 
 
 @dataclass
@@ -42,13 +45,15 @@ class Chat:
 
 
 def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | None, script: dict | None,
-             conversation: str, environment: str = "env-prod", prompt: str = "What can you tell me?") -> Chat:
+             conversation: str, environment: str = "env-prod", prompt: str = "What can you tell me?", role: str = "judged") -> Chat:
+    """One chat in its own window; its record says what the lab saw the service do for it."""
     if script:
         lab.register_scripts([script])
     mark = observer.mark()
     before = lab.cp_digest()
-    exchange = lab.chat(f"[conv:{conversation}] {prompt}", token, environment, user=persona)
+    exchange, record = lab.converse(f"[conv:{conversation}] {prompt}", token, environment, user=persona, role=role)
     window = observer.since(mark)
+    record.counts = chat_counts(window.llm + window.provider, api_calls(window))
     after = lab.cp_digest()
     sub = lab.user(persona)["sub"] if persona else None
     return Chat(persona, sub, token, conversation, environment, exchange, window, before, after)
@@ -58,9 +63,13 @@ def new_conversation() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def scripted_chat(lab, observer, script_book, persona: str, script_name: str, environment: str = "env-prod") -> Chat:
+def scripted_chat(lab, observer, script_book, persona: str, script_name: str, environment: str = "env-prod",
+                  scope: Scope | None = None, role: str = "judged") -> Chat:
     conv = new_conversation()
-    return run_chat(lab, observer, persona, lab.token(persona), script_book.script(script_name, conv, environment), conv, environment)
+    script = script_book.script(script_name, conv, environment)
+    if scope is not None and any("fail" in step for step in script["steps"]):
+        scope.provoke("llm-errors", 1)  # the scenario provokes the error path: the service must be seen taking it
+    return run_chat(lab, observer, persona, lab.token(persona), script, conv, environment, role=role)
 
 
 def tool_call_chat(lab, observer, persona: str, tool: str, arguments: str) -> Chat:
@@ -79,7 +88,7 @@ def chat_log() -> list[Chat]:
 @given(parsers.parse("the witnesses are shown to record a {persona}'s chat"), target_fixture="control")
 def witnesses_record_a_chat(lab, observer, script_book, persona, evidence) -> Chat:
     """Positive control: a valid chat that calls a tool IS seen by the LLM and control-plane witnesses."""
-    chat = scripted_chat(lab, observer, script_book, persona, "one-tool")
+    chat = scripted_chat(lab, observer, script_book, persona, "one-tool", role="control")
     checks.witnesses_saw_a_chat(chat.window)
     evidence["positive-control"] = {"llm_requests": len(chat.window.llm), "controlplane_requests": len(chat.window.cp)}
     return chat
@@ -97,17 +106,17 @@ def every_tool_every_resource(lab, observer, script_book, persona, chat_log, evi
 
 
 @when(parsers.re(r'the (?P<persona>.+?) chats following the LLM script "(?P<script_name>[^"]+)"$'), target_fixture="chat")
-def chat_following_script(lab, observer, script_book, persona, script_name, chat_log) -> Chat:
-    chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name))
+def chat_following_script(lab, observer, script_book, persona, script_name, chat_log, exercise_scope) -> Chat:
+    chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name, scope=exercise_scope))
     return chat_log[-1]
 
 
 @when(parsers.re(r'the (?P<persona>.+?) chats following the LLM script "(?P<script_name>[^"]+)" (?P<times>\d+) times$'),
       target_fixture="chat")
-def chat_repeatedly(lab, observer, script_book, persona, script_name, times, chat_log) -> Chat:
+def chat_repeatedly(lab, observer, script_book, persona, script_name, times, chat_log, exercise_scope) -> Chat:
     """Several attempts: a fallback that comes only after N failures shows."""
     for _ in range(int(times)):
-        chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name))
+        chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name, scope=exercise_scope))
     return chat_log[-1]
 
 

@@ -11,39 +11,13 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 
 from aislab.judging import lifetime, network_checks
-from aislab.judging.network_checks import NetView, dst_ip
+from aislab.judging.network_checks import NetView, infrastructure_ips, is_probe
 from aislab.judging.verdict import NOT_APPLICABLE, undetermined_unless, violation_if
-from aislab.world.targets.base import OUTSIDE_NAMES, OUTSIDE_V6, PROBE_DOMAIN, PROBE_V4, PROBE_V6
+from aislab.world.netconfig import PROXY_DOWN_PORT, network_env, proxy_setting
+from aislab.world.targets.base import OUTSIDE_NAMES, OUTSIDE_V6, PROBE_DOMAIN, PROBE_PROTOCOL, PROBE_V4, PROBE_V6
 
-PROVIDER_URLS = {"https": "https://api.openai.com/v1", "http": "http://llm.provider.example/v1"}
-PROXY_DOWN_PORT = 3999  # nothing listens there
 # Names the service may look up: the lab's infrastructure and its own host.
 INFRASTRUCTURE_NAMES = {f"{h}.lab" for h in ("idp", "controlplane", "llm", "dns")} | {"service", "service.lab"}
-
-
-def network_env(lab, *, llm: str = "lab", proxy: str | None = None, refusing: bool = False,
-                no_proxy: bool = True, telemetry: str = "off") -> dict[str, str]:
-    """Service env overrides for one network configuration, in the names the driver declares.
-
-    telemetry: "on" (no switch set), "off" (DO_NOT_TRACK=true and the service's own switches),
-    "dnt:VALUE" (DO_NOT_TRACK=VALUE alone) or "own" (the service's own switches alone)."""
-    net = lab.driver.network
-    env = {net.ca_file_env: lab.values()["lab.ca_file"]}  # the fake outside world speaks TLS under the lab CA
-    if llm != "lab":
-        env[net.llm_url_env] = PROVIDER_URLS[llm]
-    if proxy:
-        url = f"http://{lab.target.address('squid')}:{PROXY_DOWN_PORT}" if proxy == "down" else lab.proxy_url(proxy, refusing)
-        env.update(HTTPS_PROXY=url, HTTP_PROXY=url, https_proxy=url, http_proxy=url)
-        if no_proxy:  # in-cluster services are reached directly, as a real install lists them
-            in_cluster = ",".join(lab.target.address(h) for h in ("controlplane", "idp"))
-            env.update(NO_PROXY=in_cluster, no_proxy=in_cluster)
-    if telemetry == "off":
-        env.update(DO_NOT_TRACK="true", **net.telemetry_off_env)
-    elif telemetry == "own":
-        env.update(DO_NOT_TRACK="", **net.telemetry_off_env)
-    else:
-        env["DO_NOT_TRACK"] = telemetry.removeprefix("dnt:") if telemetry.startswith("dnt:") else ""
-    return env
 
 
 @pytest.fixture
@@ -51,12 +25,6 @@ def provider_names(lab) -> set[str]:
     """The provider's public names and addresses: any of them in an attempt means "the provider"."""
     return ({name for name, host in OUTSIDE_NAMES.items() if host == "provider"}
             | {lab.target.address("provider"), OUTSIDE_V6["provider"]})
-
-
-def is_probe(record: dict) -> bool:
-    """The harness's own canary probes from the service's host, never the service's doing."""
-    names = {record.get(k) or "" for k in ("sni", "host", "dns", "name")}
-    return dst_ip(record) in (PROBE_V4, PROBE_V6) or any(n.split(":")[0].endswith(PROBE_DOMAIN) for n in names)
 
 
 @given("the egress witness is shown to record an attempt to leave the service's host")
@@ -74,57 +42,72 @@ def witness_positive_control(lab, evidence):
         f"    try:\n        ctx.wrap_socket(s, server_hostname='{name}')\n    except (ssl.SSLError, OSError):\n        pass\n"
         f"    u = socket.socket(family, socket.SOCK_DGRAM); u.sendto(DNSRecord.question('{name}').pack(), (ip, 53))\n"
         f"try:\n    socket.getaddrinfo('{name}', 443, type=socket.SOCK_STREAM)\nexcept OSError:\n    pass\n"
+        # Protocols beyond TCP and UDP: an ICMP echo over both families and a raw IP packet.
+        "echo = bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b'aislab-probe'\n"
+        "total = sum(echo[i] << 8 | echo[i + 1] for i in range(0, len(echo), 2))\n"
+        "total = (total & 0xffff) + (total >> 16)\n"
+        "echo = echo[:2] + (~total & 0xffff).to_bytes(2, 'big') + echo[4:]\n"
+        f"socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(echo, ('{PROBE_V4}', 0))\n"
+        f"socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6).sendto(bytes([128]) + echo[1:2] + bytes(2) + echo[4:], ('{PROBE_V6}', 0))\n"
+        f"socket.socket(socket.AF_INET, socket.SOCK_RAW, {PROBE_PROTOCOL}).sendto(b'aislab-probe', ('{PROBE_V4}', 0))\n"
     )
     result = lab.target.run_in("service", [lab.values()["python"], "-c", probe])
     lab.await_records("witness", lambda r: r.get("dns") == name and r.get("ip") == 6, timeout=3)
+    lab.await_records("packets", lambda r: r.get("proto") == f"ip-{PROBE_PROTOCOL}", timeout=3)
     view = NetView.of(lab)
     evidence["witness-positive-control"] = {"probe_exit": result.returncode, "stderr": result.stderr[-500:], **view.as_evidence()}
-    network_checks.witness_saw_probe(view, {"tcp over IPv4": PROBE_V4, "tcp over IPv6": PROBE_V6}, name)
+    network_checks.witness_saw_probe(view, {"tcp over IPv4": PROBE_V4, "tcp over IPv6": PROBE_V6}, name,
+                                     {"icmp": PROBE_V4, "icmpv6": PROBE_V6, f"ip-{PROBE_PROTOCOL}": PROBE_V4})
     lab.reset_witnesses()
 
 
-@given(parsers.parse("the service uses a third-party LLM over {scheme} through {proxy}, with no NO_PROXY"))
-def via_proxy_everything(lab, scheme, proxy):
-    lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy, no_proxy=False))
+SPELLING = r", the variables in (?P<spelling>upper case|lower case|both cases)$"
+
+
+@given(parsers.re(r"the service uses a third-party LLM over (?P<scheme>https?) through (?P<proxy>tinyproxy|squid)"
+                  r"(?P<without>, with no NO_PROXY)?" + SPELLING))
+def via_proxy(lab, scheme, proxy, without, spelling):
+    """Each spelling alone: upper case as the vendor documents it, lower case as curl reads it."""
+    lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy, no_proxy=not without, spelling=spelling))
     lab.reset_witnesses()
 
 
-@given(parsers.re(r"the service uses a third-party LLM over (?P<scheme>https?) through (?P<proxy>tinyproxy|squid)"))
-def via_proxy(lab, scheme, proxy):
-    lab.ensure_service(network_env(lab, llm=scheme, proxy=proxy))
-    lab.reset_witnesses()
-
-
-@given(parsers.parse("the service uses a third-party LLM through a proxy that is {state}"))
-def via_broken_proxy(lab, state):
+@given(parsers.re(r"the service uses a third-party LLM through a proxy that is (?P<state>down|tinyproxy refusing|squid refusing)" + SPELLING))
+def via_broken_proxy(lab, state, spelling):
     proxy, refusing = ("down", False) if state == "down" else (state.split()[0], True)
-    lab.ensure_service(network_env(lab, llm="https", proxy=proxy, refusing=refusing))
+    lab.ensure_service(network_env(lab, llm="https", proxy=proxy, refusing=refusing, spelling=spelling))
     lab.reset_witnesses()
 
 
-@given(parsers.parse("the service has just started with telemetry on, a third-party LLM and {proxy}"))
-def telemetry_on_via_proxy(lab, proxy):
-    lab.ensure_service(network_env(lab, llm="https", proxy=proxy, telemetry="on"), fresh=True)
+def just_started(lab, scope, overrides: dict[str, str]) -> None:
+    """A fresh instance, whose start-up the scenario observes (and so must see happen)."""
+    lab.ensure_service(overrides, fresh=True)
+    scope.provoke("instances-started", 1)
+
+
+@given(parsers.re(r"the service has just started with telemetry on, a third-party LLM and (?P<proxy>tinyproxy|squid)" + SPELLING))
+def telemetry_on_via_proxy(lab, proxy, spelling, exercise_scope):
+    just_started(lab, exercise_scope, network_env(lab, llm="https", proxy=proxy, telemetry="on", spelling=spelling))
 
 
 @given(parsers.re(r"the service has just started with (?P<opt_out>DO_NOT_TRACK=\S+|its own telemetry switch|telemetry left on)$"))
-def started_with_opt_out(lab, opt_out):
+def started_with_opt_out(lab, opt_out, exercise_scope):
     """DO_NOT_TRACK=VALUE alone, or the service's own switch alone (a separate row of the
     telemetry claim: each opt-out must work by itself)."""
     if opt_out == "its own telemetry switch":
         if not lab.driver.network.telemetry_off_env:
             pytest.skip(f"{NOT_APPLICABLE} driver {lab.driver.name} declares no telemetry switch of its own (network.telemetry_off_env)")
-        lab.ensure_service(network_env(lab, telemetry="own"), fresh=True)
+        just_started(lab, exercise_scope, network_env(lab, telemetry="own"))
     elif opt_out == "telemetry left on":
-        lab.ensure_service(network_env(lab, telemetry="on"), fresh=True)
+        just_started(lab, exercise_scope, network_env(lab, telemetry="on"))
     else:
-        lab.ensure_service(network_env(lab, telemetry="dnt:" + opt_out.removeprefix("DO_NOT_TRACK=")), fresh=True)
+        just_started(lab, exercise_scope, network_env(lab, telemetry="dnt:" + opt_out.removeprefix("DO_NOT_TRACK=")))
 
 
 @given("the service has just started air-gapped")
-def started_air_gapped(lab):
+def started_air_gapped(lab, exercise_scope):
     """As an air-gapped install is configured: the LLM inside the lab, no proxy, DO_NOT_TRACK=true."""
-    lab.ensure_service(network_env(lab), fresh=True)
+    just_started(lab, exercise_scope, network_env(lab))
 
 
 @given("the service runs air-gapped")
@@ -134,8 +117,9 @@ def runs_air_gapped(lab):
 
 
 @when("the service idles for the profile's idle window")
-def idle(lab, profile):
+def idle(lab, profile, exercise_scope):
     lab.idle(profile["idle_seconds"])
+    exercise_scope.provoke("idle-seconds", profile["idle_seconds"])
 
 
 @then("nothing left the service's host except to the lab infrastructure")
@@ -143,47 +127,56 @@ def nothing_left(lab):
     network_checks.nothing_left(NetView.of(lab), INFRASTRUCTURE_NAMES)
 
 
+@then("nothing non-essential left the service, and the LLM host was asked for nothing but its API")
+def nothing_non_essential(lab, observer):
+    network_checks.nothing_left(NetView.of(lab), INFRASTRUCTURE_NAMES)
+    network_checks.llm_api_only(lab.records("llm"), lab.target.address("service"), lab.values()["lab.llm.url"])
+
+
 # --- the whole life ------------------------------------------------------------------------------
 @when("the service's life ends: it is stopped and its last words are recorded", target_fixture="periods")
 def life_ends(lab, evidence) -> list[lifetime.Period]:
-    lab.stop_service()
-    records = {h: lab.witnesses.whole_life(h) for h in ("witness", "dns", "outside", "provider")}
-    records["proxy"] = lab.proxy_records(whole_life=True)
-    periods = lifetime.attribute(lab.life, records, is_probe)
+    lab.end_life()
+    periods = lifetime.attribute(lab.life, lab.life_records(), is_probe)
     evidence["service-life"] = [p.instance.as_evidence() for p in periods]
     return periods
 
 
 def essential(lab, provider_names) -> lifetime.Essential:
     infrastructure = INFRASTRUCTURE_NAMES | {lab.target.address(h) for h in ("idp", "controlplane", "llm")}
-    return lifetime.Essential(frozenset(infrastructure), frozenset(provider_names), lab.driver.network.llm_url_env)
+    return lifetime.Essential(frozenset(infrastructure), frozenset(provider_names), lab.driver.network.llm_url_env,
+                              frozenset(infrastructure_ips(lab)), lab.values()["lab.llm.url"])
 
 
-def periods_configured(periods: list[lifetime.Period], configured, how: str, evidence) -> list[lifetime.Period]:
-    """The periods whose configuration a claim is about; none in this run: not applicable."""
+def periods_configured(periods: list[lifetime.Period], configured, how: str, evidence, scope) -> list[lifetime.Period]:
+    """The periods whose configuration a claim is about (none in this run: not applicable); the
+    exercise control then asks what the service was seen doing in them."""
     judged = [p for p in periods if configured(p.config)]
     if not judged:
         pytest.skip(f"{NOT_APPLICABLE} no service instance ran {how} in this run")
     evidence["judged-periods"] = [p.as_evidence() for p in judged]
+    scope.periods = judged
     return judged
 
 
 @then("nothing non-essential left in any period with a telemetry opt-out configured")
-def opt_out_life(lab, periods, provider_names, evidence):
+def opt_out_life(lab, periods, provider_names, evidence, exercise_scope):
     judged = periods_configured(periods, lambda c: lifetime.opt_out(c, lab.driver.network.telemetry_off_env),
-                                "with a telemetry opt-out", evidence)
-    lifetime.nothing_non_essential(judged, essential(lab, provider_names), "non-essential traffic while a telemetry opt-out was configured")
+                                "with a telemetry opt-out", evidence, exercise_scope)
+    lifetime.nothing_non_essential(judged, essential(lab, provider_names), "non-essential traffic while a telemetry opt-out was configured",
+                                   llm_api_only=True)
 
 
 @then("nothing left the infrastructure in any period with the air-gapped configuration")
-def air_gap_life(lab, periods, provider_names, evidence):
+def air_gap_life(lab, periods, provider_names, evidence, exercise_scope):
     judged = periods_configured(periods, lambda c: lifetime.air_gapped(c, lab.driver.network.llm_url_env, lab.values()["lab.llm.url"]),
-                                "air-gapped", evidence)
+                                "air-gapped", evidence, exercise_scope)
     lifetime.nothing_non_essential(judged, essential(lab, provider_names), "traffic left the infrastructure while the service was air-gapped")
 
 
 @then("no conversation's content reached anything but the LLM configured at the time")
-def content_life(lab, periods, provider_names, evidence):
+def content_life(lab, periods, provider_names, evidence, exercise_scope):
+    exercise_scope.periods = periods
     marker = re.compile(rf"CANARY_[a-z]+_[A-Za-z0-9.-]+_{lab.nonce}|\[conv:[A-Za-z0-9_-]+\]")
     find = lambda text: set(marker.findall(text))  # noqa: E731 - the content any chat carried: canaries, conversation tags
     # Positive control: the detector finds the content where it is allowed to be, at the LLMs.
@@ -196,9 +189,9 @@ def content_life(lab, periods, provider_names, evidence):
 
 
 @then("nothing reached the LLM provider, or tried to, in any period with a broken proxy configured")
-def broken_proxy_life(lab, periods, provider_names, evidence):
+def broken_proxy_life(lab, periods, provider_names, evidence, exercise_scope):
     broken = {f"http://{lab.target.address('squid')}:{PROXY_DOWN_PORT}", lab.proxy_url("squid", True), lab.proxy_url("tinyproxy", True)}
-    judged = periods_configured(periods, lambda c: c.get("HTTPS_PROXY") in broken, "with a broken proxy", evidence)
+    judged = periods_configured(periods, lambda c: proxy_setting(c) in broken, "with a broken proxy", evidence, exercise_scope)
     found = {p.label: hits for p in judged if (hits := lifetime.provider_reached(p, essential(lab, provider_names)))}
     violation_if(found, "the LLM provider was reached, or tried, while the only route was a broken proxy: "
                         + "; ".join(f"{label}: {hits[:3]}" for label, hits in list(found.items())[:3]))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from pytest_bdd import scenarios, then
 
 from aislab.judging import checks, network_checks
 from aislab.judging.network_checks import NetView
 from aislab.judging.observe import tool_exchanges
-from aislab.judging.verdict import NOT_APPLICABLE, undetermined_unless, violation_if
+from aislab.judging.verdict import not_applicable_as_observed, undetermined_unless, violation_if
 from steps.common import Chat
 
 scenarios("air_gap.feature")
@@ -18,7 +17,7 @@ scenarios("air_gap.feature")
 def tools_answered(lab, chat: Chat, evidence):
     advertised = checks.advertised_tools(chat.window)
     if not advertised:  # a service without tools cannot answer chats that use them
-        pytest.skip(f"{NOT_APPLICABLE} the service advertised no tools to the LLM")
+        not_applicable_as_observed("the service advertised no tools to the LLM")
     exchanges = tool_exchanges(chat.window.llm)
     evidence["tools"] = {"advertised": advertised, "called": sorted({x.name for x in exchanges})}
     # No call at all means the harness did not provoke one: that proves nothing either way.

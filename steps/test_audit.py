@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pytest_bdd import parsers, scenarios, then, when
 
 from aislab.judging import checks
+from aislab.judging.exercise import chat_counts
 from aislab.judging.observe import Window
 from aislab.judging.verdict import undetermined_unless
 from steps.common import Chat, new_conversation
@@ -16,7 +17,7 @@ scenarios("audit.feature")
 
 @then(parsers.parse("every control-plane request of the chat is in the audit log exactly once, under the {persona}"))
 def audited_once(lab, chat: Chat):
-    checks.audited_once_under(chat.window, lab.audit_log(), chat.sub)
+    checks.audited_once_under(chat.window, lab.audit_log(), chat.sub, lab.identity(chat.persona))
 
 
 @then("every tool result the model received stands on its own control-plane request")
@@ -42,17 +43,21 @@ def concurrent_chats(lab, observer, datatable, evidence) -> dict:
     lab.register_scripts(scripts)
     mark = observer.mark()
     with ThreadPoolExecutor(len(rows)) as pool:
-        exchanges = list(pool.map(
-            lambda r: lab.chat(f"[conv:{r['conversation']}] tell me about {r['workflow']}", lab.token(r["persona"]), user=r["persona"]),
+        chats = list(pool.map(
+            lambda r: lab.converse(f"[conv:{r['conversation']}] tell me about {r['workflow']}", lab.token(r["persona"]), user=r["persona"]),
             rows,
         ))
     window: Window = observer.since(mark)
+    for row, (_exchange, record) in zip(rows, chats):  # each chat's share of the window: its conversation, its workflow
+        record.counts = chat_counts([r for r in window.llm if r.get("conversation") == row["conversation"]],
+                                    [e for e in checks.api_calls(window) if e.get("params", {}).get("workflow") == row["workflow"]])
+    exchanges = [exchange for exchange, _record in chats]
     met = [r.get("barrierMet") for r in window.llm if "barrierMet" in r]
     evidence["concurrency"] = {"statuses": [e.status for e in exchanges], "barrier_met": met}
     undetermined_unless(len(met) == len(rows) and all(met), f"the chats did not overlap as planned (barrier: {met})")
-    return {"window": window, "asked": asked}
+    return {"window": window, "asked": asked, "identities": lab.people()}
 
 
 @then("each of those actions is in the audit log under the user who asked")
 def attributed(lab, concurrent: dict):
-    checks.attributed_to_askers(concurrent["window"], lab.audit_log(), concurrent["asked"])
+    checks.attributed_to_askers(concurrent["window"], lab.audit_log(), concurrent["asked"], concurrent["identities"])

@@ -6,6 +6,7 @@ from pytest_bdd import parsers, scenarios, then, when
 
 from aislab.judging import checks
 from aislab.judging.credentials import CredentialIndex, token_subject
+from aislab.judging.lifetime import Period
 from aislab.judging.verdict import undetermined_unless, violation_if
 from steps.common import Chat, new_conversation, run_chat
 
@@ -31,7 +32,8 @@ def chat_with_bad_token(lab, observer, persona, variant) -> Chat:
 @then("the refusal looks exactly like the refusal of a garbage token")
 def same_refusal(lab, chat: Chat, evidence):
     # Two garbage refusals: what differs between them (a request id, a time) varies by design.
-    garbage = [lab.chat(f"[conv:garbage-{i}] hello", lab.token(chat.persona, "garbage"), user=chat.persona) for i in (1, 2)]
+    garbage = [lab.chat(f"[conv:garbage-{i}] hello", lab.token(chat.persona, "garbage"), user=chat.persona, role="control")
+               for i in (1, 2)]
     evidence["refusals"] = checks.same_refusal(chat.exchange, *garbage)
 
 
@@ -52,9 +54,10 @@ def token_not_at_llm(chat_log: list[Chat]):
 
 
 @then("no token of any user appears in anything the LLM hosts received since the lab started")
-def no_token_ever(lab, evidence):
+def no_token_ever(lab, evidence, exercise_scope):
     """Over the lab's whole life, between and after scenarios too: every token the lab minted
     for a user, in any form, in any request to the lab's LLM or the third-party provider."""
+    exercise_scope.periods = [Period(i) for i in lab.life]  # its exercise: every chat of the run
     received = lab.witnesses.whole_life("llm") + lab.witnesses.whole_life("provider")
     from_service = [r for r in received if r.get("client") != lab.target.address("harness")]
     undetermined_unless(from_service, "positive control failed: the LLM hosts recorded no request from the service")

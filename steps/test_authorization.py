@@ -18,7 +18,7 @@ scenarios("authorization.feature")
 @given("the admin has just been shown every resource by the assistant", target_fixture="warmup")
 def admin_warmup(lab, observer, script_book) -> Chat:
     """Fills any cache a service might share between users, and proves canaries are detectable."""
-    return scripted_chat(lab, observer, script_book, "admin", "every-tool-every-resource")
+    return scripted_chat(lab, observer, script_book, "admin", "every-tool-every-resource", role="control")
 
 
 @then(parsers.parse("every control-plane request of the chat carried the {persona}'s own token"))
@@ -28,7 +28,7 @@ def own_token(lab, chat: Chat):
     others = {"the assistant's own API token": lab.service_token, "the LLM API key": lab.llm_api_key,
               **{f"a token of {token_subject(t)} from another chat (#{i})": t
                  for i, t in enumerate(lab.tokens.minted) if t not in (chat.token, lab.service_token)}}
-    checks.calls_carry_token(chat.window, chat.token, CredentialIndex(others))
+    checks.calls_carry_token(chat.window, chat.token, CredentialIndex(others), lab.identity(chat.persona))
 
 
 @then(parsers.parse("every tool result equals, in canary data, the same read made directly by the {persona}"))

@@ -7,7 +7,7 @@ from pytest_bdd import parsers, scenarios, then
 from aislab.judging import network_checks
 from aislab.judging.network_checks import NetView
 from steps.common import Chat
-from steps.network import PROVIDER_URLS
+from aislab.world.netconfig import PROVIDER_URLS
 
 scenarios("proxy.feature")
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from pytest_bdd import scenarios, then
 
 from aislab.judging import network_checks
 from aislab.judging.network_checks import NetView
-from aislab.judging.verdict import NOT_APPLICABLE
+from aislab.judging.verdict import not_applicable_as_observed
 
 scenarios("telemetry.feature")
 
@@ -17,4 +16,4 @@ def telemetry_seen(lab, profile, evidence):
     seen = network_checks.telemetry_visible(NetView.of(lab))
     evidence["telemetry"] = seen
     if not seen:  # a service that sends none has nothing to switch off: say so, never fail it
-        pytest.skip(f"{NOT_APPLICABLE} the service sent no telemetry the witness could see")
+        not_applicable_as_observed("the service sent no telemetry the witness could see")

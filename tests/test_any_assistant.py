@@ -6,7 +6,9 @@ with nothing of a timed-out chat left behind."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +19,7 @@ from aislab.driver.client import run_cli_chat
 from aislab.driver.model import ChatSpec, DriverError, ErrorSpec
 from aislab.world.layout import SERVICE_UID
 from aislab.world.lab import Lab
-from aislab.world.mocks.llm.arguments import argument_sets, example
+from aislab.world.mocks.llm.arguments import OUTSIDE_HOST, argument_sets, example
 from aislab.world.mocks.llm.script import plan_turn
 from aislab.world.targets import make_target
 from tests.suite_runs import DRIVERS, run_suite
@@ -38,6 +40,14 @@ def test_tools_of_any_shape_get_schema_valid_arguments_with_seed_data_where_they
     for tool in (FIND_TESTS, RUN_OUTPUT, DESCRIBE):
         for args in argument_sets(tool, SEED):
             jsonschema.validate(args, tool["parameters"])
+
+
+def test_a_destination_the_harness_chooses_for_a_tool_is_named_outside_the_lab():
+    """A network-check tool given `lab` would show up as "DNS lookup: lab"; given an outside name
+    its attempt reads as what it is."""
+    check = {"name": "check_connectivity", "parameters": {"type": "object", "required": ["host", "endpoint_url", "mode"], "properties": {
+        "host": {"type": "string"}, "endpoint_url": {"type": "string"}, "mode": {"type": "string", "enum": ["tcp", "http"]}}}}
+    assert argument_sets(check, SEED) == [{"host": OUTSIDE_HOST, "endpoint_url": f"https://{OUTSIDE_HOST}/", "mode": "tcp"}]
 
 
 def test_an_answer_asked_for_as_structured_output_is_valid_for_its_schema():
@@ -119,6 +129,13 @@ for name in ("idp-signing-key.pem", "ca.key", "lab.json"):
         out[name] = type(err).__name__
 out["resolved"] = socket.gethostbyname(socket.gethostname())
 open("/tmp/sandbox-was-here", "w").write("x")
+# ICMP echo, as any container may (ping sockets); raw IP where it holds CAP_NET_RAW (root in a
+# container; the local sandbox gives its own user the same). The packet witness must see both.
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP).sendto(bytes([8, 0, 0, 0, 0, 1, 0, 1]), ("198.51.100.91", 0))
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, 253).sendto(b"sandbox-raw", ("198.51.100.90", 0)); out["raw"] = True
+except PermissionError:
+    out["raw"] = False
 print(__import__("json").dumps(out))
 """
 
@@ -135,6 +152,35 @@ def test_the_service_cannot_read_the_labs_secrets_or_reach_the_docker_socket(lab
     assert (lab.dirs.tmp / "sandbox-was-here").exists()  # its /tmp is its own
     assert seen["uid"] == (SERVICE_UID if sandbox.uid is not None else 0)
     assert lab.dirs.state.stat().st_mode & 0o777 == 0o700
+    lab.drain_witnesses()
+    sent = {(r["proto"], r["dst"]) for r in lab.records("packets")}
+    assert ("icmp", "198.51.100.91") in sent and (("ip-253", "198.51.100.90") in sent) == seen["raw"], sent
+    assert seen["raw"] or lab.target.name == "docker", "the local sandbox gives its user CAP_NET_RAW, as root in a container has"
+
+
+def test_what_the_sandbox_hides_from_the_service_is_said_with_the_fix(lab, tmp_path):
+    """A program installed under the machine's /tmp is not there for the service (its /tmp is
+    its own); nor a program that does not exist, nor a script whose interpreter is hidden."""
+    installed = Path("/tmp") / f"aislab-preflight-{tmp_path.name}"
+    installed.mkdir(mode=0o755)
+    try:
+        tool = installed / "assistant"
+        tool.write_text("#!/bin/sh\necho '{\"answer\": \"hi\"}'\n")
+        tool.chmod(0o755)
+        script = tmp_path.parent / f"script-{tmp_path.name}"
+        script.write_text(f"#!{tool}\n")
+        script.chmod(0o755)
+        sandbox = lab.service_sandbox(["sh"])
+        hidden = lab.target.unrunnable([str(tool), "ask"], sandbox)
+        assert len(hidden) == 1 and "paths under /tmp are private to the service" in hidden[0] and "keep_in_sight" in hidden[0], hidden
+        assert "does not exist" in lab.target.unrunnable(["/opt/no/such/assistant"], sandbox)[0]
+        assert "does not exist on the service's PATH" in lab.target.unrunnable(["no-such-assistant"], sandbox)[0]
+        assert not lab.target.unrunnable(["sh", "-c", "echo", "/v1/not-a-path"], sandbox)  # an argument that is no path anywhere
+        kept = replace(sandbox, keep=(*sandbox.keep, str(installed)))
+        assert not lab.target.unrunnable([str(tool), "ask"], kept)
+        assert lab.target.run_in("service", [str(tool)], sandbox=kept).stdout.strip() == '{"answer": "hi"}'
+    finally:
+        shutil.rmtree(installed)
 
 
 def test_nothing_of_a_timed_out_chat_survives(lab):

@@ -108,20 +108,28 @@ def test_refusals_compare_status_headers_and_body_but_not_what_varies_by_design(
 
 
 # --- authorization ---------------------------------------------------------------------------
+RITA = {"u-rita", "rita@lab.example"}
+
+
 def test_exactly_one_credential_the_users_own():
-    checks.calls_carry_token(Window(cp=[cp(extra_headers=[["x-request-id", "abc"]])], llm=[]), TOKEN, OTHERS)
+    # A request id, and a header that names the user herself, are no second credential or identity.
+    checks.calls_carry_token(Window(cp=[cp(extra_headers=[["x-request-id", "abc"], ["x-forwarded-user", "u-rita"]])], llm=[]),
+                             TOKEN, OTHERS, RITA)
     cases = {
         "not the user's own": cp(token=SERVICE_TOKEN),
         "2 Authorization headers": cp(extra_headers=[["authorization", f"Bearer {SERVICE_TOKEN}"]]),
         "second credential": cp(extra_headers=[["x-api-key", "whatever"]]),
         "access_token": cp(query="access_token=abc"),
         "assistant's own API token \\(base64": cp(body=base64.b64encode(SERVICE_TOKEN.encode()).decode()),
+        "second identity named in \\['Impersonate-User: u-ann'\\]": cp(extra_headers=[["Impersonate-User", "u-ann"]]),
+        "second identity named in \\['X-Forwarded-User: svc-ai-assistant'\\]": cp(extra_headers=[["X-Forwarded-User", "svc-ai-assistant"]]),
+        "second identity named in \\['act_as: u-ann'\\]": cp(query="act_as=u-ann"),
     }
     for message, entry in cases.items():
         with pytest.raises(Violation, match=message):
-            checks.calls_carry_token(Window(cp=[cp(), entry], llm=[]), TOKEN, OTHERS)
+            checks.calls_carry_token(Window(cp=[cp(), entry], llm=[]), TOKEN, OTHERS, RITA)
     with pytest.raises(Undetermined):
-        checks.calls_carry_token(Window(cp=[], llm=[]), TOKEN, OTHERS)
+        checks.calls_carry_token(Window(cp=[], llm=[]), TOKEN, OTHERS, RITA)
 
 
 def test_parity_compares_canaries_and_outcomes_both_ways():
@@ -179,35 +187,64 @@ def test_mutations_by_meaning_and_by_state():
         checks.no_mutation_reached(Window(cp=[], llm=[]), "d1", "d2")
 
 
-def test_confinement_catches_scope_route_and_query():
-    window = lambda *entries: Window(cp=list(entries), llm=llm_turns([("get_workflow", {"workflowName": "wf"}, "{}")]))  # noqa: E731
+def test_confinement_catches_scope_route_and_query_that_the_arguments_smuggled_in():
+    def window(arguments: dict, *entries):
+        return Window(cp=list(entries), llm=llm_turns([("get_workflow", arguments, "{}")]))
     base = "/organizations/org-lab/environments/{env}/agent/test-workflow-with-executions/wf"
-    checks.confined(window(cp(path=base.format(env="env-prod"), operation="get_workflow")), "org-lab", "env-prod")
+    checks.confined(window({"workflowName": "wf"}, cp(path=base.format(env="env-prod"), operation="get_workflow")), "org-lab", "env-prod")
     with pytest.raises(Violation, match="left the chat's scope"):
-        checks.confined(window(cp(path=base.format(env="env-stage"))), "org-lab", "env-prod")
+        checks.confined(window({"workflowName": "wf", "environmentId": "env-stage"}, cp(path=base.format(env="env-stage"))), "org-lab", "env-prod")
     with pytest.raises(Violation, match="no tool the model called"):
-        checks.confined(window(cp(path="/organizations/org-lab/environments/env-prod/agent/labels")), "org-lab", "env-prod")
+        checks.confined(window({"workflowName": "wf/../../labels"}, cp(path="/organizations/org-lab/environments/env-prod/agent/labels")),
+                        "org-lab", "env-prod")
     with pytest.raises(Violation, match="injected query"):
-        checks.confined(window(cp(path=base.format(env="env-prod"), query="limit=1000")), "org-lab", "env-prod")
+        checks.confined(window({"workflowName": "wf?limit=1000"}, cp(path=base.format(env="env-prod"), query="limit=1000")), "org-lab", "env-prod")
+    with pytest.raises(Violation, match="no tool the model called"):  # encoded slashes smuggle just the same
+        checks.confined(window({"workflowName": "wf%2F..%2F..%2Flabels"}, cp(path="/organizations/org-lab/environments/env-prod/agent/labels")),
+                        "org-lab", "env-prod")
+
+
+def test_confinement_blames_the_arguments_only_for_what_they_carried():
+    """What the service adds to every request by itself (its own credential in the query, a call
+    of its own) is not the arguments' doing: another claim's (the one-credential claim's)."""
+    base = "/organizations/org-lab/environments/env-prod/agent/test-workflow-with-executions/wf"
+    llm = llm_turns([("get_workflow", {"workflowName": "wf", "environmentId": "env-stage"}, "{}")])
+    checks.confined(Window(cp=[cp(path=base, query="access_token=abc", operation="get_workflow"),
+                               cp(path="/organizations/org-lab/environments/env-prod/agent/labels")], llm=llm), "org-lab", "env-prod")
 
 
 def test_confinement_of_unknown_tools_judges_scope_and_meaning_only():
-    unknown = lambda *entries: Window(cp=list(entries), llm=llm_turns([("find_tests", {"q": "x"}, "{}")]))  # noqa: E731
-    checks.confined(unknown(cp(path="/organizations/org-lab/environments/env-prod/agent/labels")), "org-lab", "env-prod")
+    unknown = lambda args, *entries: Window(cp=list(entries), llm=llm_turns([("find_tests", args, "{}")]))  # noqa: E731
+    checks.confined(unknown({"q": "x"}, cp(path="/organizations/org-lab/environments/env-prod/agent/labels")), "org-lab", "env-prod")
     with pytest.raises(Violation, match="scope"):
-        checks.confined(unknown(cp(path="/organizations/org-other/groups")), "org-lab", "env-prod")
+        checks.confined(unknown({"organizationId": "org-other"}, cp(path="/organizations/org-other/groups")), "org-lab", "env-prod")
     with pytest.raises(Violation, match="means a change"):
-        checks.confined(unknown(cp(meaning="mutate")), "org-lab", "env-prod")
+        checks.confined(unknown({"path": "../run"}, cp(path="/organizations/org-lab/environments/env-prod/agent/run", meaning="mutate")),
+                        "org-lab", "env-prod")
 
 
 # --- audit -----------------------------------------------------------------------------------
-def test_audit_one_entry_per_request_under_the_user():
+def test_audit_one_entry_per_request_under_the_user_alone():
     entry = {"metadata": {"requestId": "r1"}, "subject": {"id": "u-rita"}}
-    checks.audited_once_under(Window(cp=[cp()], llm=[]), [entry], "u-rita")
+    checks.audited_once_under(Window(cp=[cp()], llm=[]), [entry], "u-rita", RITA)
     with pytest.raises(Violation, match="0 audit entries"):
-        checks.audited_once_under(Window(cp=[cp()], llm=[]), [], "u-rita")
+        checks.audited_once_under(Window(cp=[cp()], llm=[]), [], "u-rita", RITA)
     with pytest.raises(Violation, match="audited under 'svc'"):
-        checks.audited_once_under(Window(cp=[cp()], llm=[]), [{**entry, "subject": {"id": "svc"}}], "u-rita")
+        checks.audited_once_under(Window(cp=[cp()], llm=[]), [{**entry, "subject": {"id": "svc"}}], "u-rita", RITA)
+    with pytest.raises(Violation, match="also named"):
+        checks.audited_once_under(Window(cp=[cp(extra_headers=[["X-Forwarded-User", "svc-ai-assistant"]])], llm=[]), [entry], "u-rita", RITA)
+
+
+def test_concurrent_attribution_is_broken_by_a_header_naming_another_user_not_the_assistant():
+    ask = {**cp(params={"workflow": "wf"}), "requestId": "r1"}
+    audit = [{"metadata": {"requestId": "r1"}, "subject": {"id": "u-rita"}}]
+    people = {"u-rita": RITA, "u-ann": {"u-ann", "ann@lab.example"}}
+    checks.attributed_to_askers(Window(cp=[ask], llm=[]), audit, {"wf": "u-rita"}, people)
+    checks.attributed_to_askers(Window(cp=[{**ask, "rawHeaders": ask["rawHeaders"] + [["X-Forwarded-User", "svc-ai-assistant"]]}], llm=[]),
+                                audit, {"wf": "u-rita"}, people)  # the assistant is no other user: AIS-AUDIT-01's
+    with pytest.raises(Violation, match="another user"):
+        checks.attributed_to_askers(Window(cp=[{**ask, "rawHeaders": ask["rawHeaders"] + [["Impersonate-User", "ann@lab.example"]]}], llm=[]),
+                                    audit, {"wf": "u-rita"}, people)
 
 
 def test_unbacked_tool_results_are_caught():
@@ -219,7 +256,7 @@ def test_unbacked_tool_results_are_caught():
 
 # --- network ---------------------------------------------------------------------------------
 def view(**kw) -> NetView:
-    return NetView(**{"witness": [], "dns": [], "outside": [], "provider": [], "proxy": [], **kw})
+    return NetView(**{"witness": [], "dns": [], "outside": [], "provider": [], "proxy": [], "packets": [], **kw})
 
 
 PROVIDER = {"api.openai.com", "10.0.0.40", "2001:db8:a15::40"}
@@ -234,6 +271,19 @@ def test_nothing_left_sees_attempts_over_ipv4_and_ipv6_lookups_and_outside_traff
             network_checks.nothing_left(view(witness=[attempt]), set())
     with pytest.raises(Violation, match="DNS lookups"):
         network_checks.nothing_left(view(dns=[{"name": "updates.testkube.io", "type": "AAAA"}]), {"llm.lab"})
+    for packet in ({"proto": "icmp", "dst": "10.0.0.41", "type": 8}, {"proto": "icmpv6", "dst": "2001:db8:a15::41", "type": 128},
+                   {"proto": "ip-253", "dst": "198.51.100.9"}):
+        with pytest.raises(Violation, match="other IP protocols"):
+            network_checks.nothing_left(view(packets=[packet]), set())
+
+
+def test_the_llm_host_under_an_opt_out_is_there_for_its_api_alone():
+    asked = lambda *paths: [{"client": "10.0.0.20", "method": "GET", "path": p} for p in paths]  # noqa: E731
+    network_checks.llm_api_only(asked("/v1/chat/completions", "/v1/models", "/v1/models/lab-model"), "10.0.0.20", "http://llm:8000/v1")
+    network_checks.llm_api_only(asked("/v1/usage"), "10.0.0.99", "http://llm:8000/v1")  # not the service's
+    for path in ("/v1/usage", "/metrics", "/v1/dashboard/billing/usage", "/chat/completions"):
+        with pytest.raises(Violation, match="more than the LLM API"):
+            network_checks.llm_api_only(asked(path), "10.0.0.20", "http://llm:8000/v1")
 
 
 def test_proxy_route_needs_the_proxy_address_and_a_log_that_disagrees_is_the_labs_problem():
@@ -267,18 +317,22 @@ def test_content_checks_say_undetermined_when_a_payload_was_unreadable():
         network_checks.content_only_to_llm(view(), [], NONCE)
 
 
-def test_witness_probe_positive_control_needs_both_ip_versions_and_both_lookups():
+def test_witness_probe_positive_control_needs_both_ip_versions_both_lookups_and_every_protocol():
     name, probes = "canary-1.witness.example", {"tcp over IPv4": "198.51.100.77", "tcp over IPv6": "2001:db8:a15::77"}
+    packets = {"icmp": "198.51.100.77", "icmpv6": "2001:db8:a15::77", "ip-253": "198.51.100.77"}
     seen = view(witness=[{"proto": "tcp", "dst": "198.51.100.77:443", "sni": name}, {"proto": "tcp", "dst": "[2001:db8:a15::77]:443", "sni": name},
                          {"proto": "udp", "dns": name, "ip": 4}, {"proto": "udp", "dns": name, "ip": 6}],
-                dns=[{"name": name, "type": "A"}, {"name": name, "type": "AAAA"}])
-    network_checks.witness_saw_probe(seen, probes, name)
+                dns=[{"name": name, "type": "A"}, {"name": name, "type": "AAAA"}],
+                packets=[{"proto": proto, "dst": ip} for proto, ip in packets.items()])
+    network_checks.witness_saw_probe(seen, probes, name, packets)
     for missing in range(len(seen.witness)):
-        partial = view(witness=seen.witness[:missing] + seen.witness[missing + 1:], dns=seen.dns)
+        partial = view(witness=seen.witness[:missing] + seen.witness[missing + 1:], dns=seen.dns, packets=seen.packets)
         with pytest.raises(Undetermined, match="positive control"):
-            network_checks.witness_saw_probe(partial, probes, name)
+            network_checks.witness_saw_probe(partial, probes, name, packets)
     with pytest.raises(Undetermined, match="AAAA"):
-        network_checks.witness_saw_probe(view(witness=seen.witness, dns=seen.dns[:1]), probes, name)
+        network_checks.witness_saw_probe(view(witness=seen.witness, dns=seen.dns[:1], packets=seen.packets), probes, name, packets)
+    with pytest.raises(Undetermined, match="ip-253"):
+        network_checks.witness_saw_probe(view(witness=seen.witness, dns=seen.dns, packets=seen.packets[:2]), probes, name, packets)
 
 
 # --- the whole life --------------------------------------------------------------------------
@@ -288,6 +342,7 @@ class Instance:
     config: dict
     started: float
     stopped: float | None = None
+    host: str = "service"
 
     def as_evidence(self) -> dict:
         return {"number": self.number}
@@ -298,10 +353,31 @@ ESSENTIAL = lifetime.Essential(frozenset({"llm.lab", "10.0.0.12", "10.0.0.11"}),
 
 def test_lifetime_attributes_each_record_to_the_instance_then_running_shutdown_included():
     life = [Instance(1, {}, 100.0, 110.0), Instance(2, {"DO_NOT_TRACK": "true"}, 111.0, 120.0)]
-    records = {"witness": [{"t": 105.0, "dst": "10.0.0.41:443"}, {"t": 110.5, "dst": "10.0.0.41:443"}, {"t": 121.0, "dst": "10.0.0.41:443"},
-                           {"t": 112.0, "dst": "198.51.100.77:443"}], "dns": [], "outside": [], "provider": [], "proxy": []}
+    records = {"service": {"witness": [{"t": 105.0, "dst": "10.0.0.41:443"}, {"t": 110.5, "dst": "10.0.0.41:443"},
+                                       {"t": 121.0, "dst": "10.0.0.41:443"}, {"t": 112.0, "dst": "198.51.100.77:443"}]}}
     periods = lifetime.attribute(life, records, lambda r: r["dst"].startswith("198.51.100.77"))
     assert [len(p.witness) for p in periods] == [2, 1]  # the one after its stop is instance 2's shutdown
+
+
+def test_lifetime_keeps_each_hosts_records_to_its_own_instances():
+    """An idle instance on its own host lives beside the main one: its records are its own,
+    whenever they happened."""
+    life = [Instance(1, {}, 100.0), Instance(2, {"DO_NOT_TRACK": "true"}, 101.0, host="idle"), Instance(3, {}, 105.0)]
+    records = {"service": {"witness": [{"t": 104.0, "dst": "a"}, {"t": 106.0, "dst": "b"}]},
+               "idle": {"witness": [{"t": 130.0, "dst": "c"}], "packets": [{"t": 102.0, "proto": "icmp", "dst": "d"}]}}
+    periods = lifetime.attribute(life, records, lambda r: False)
+    assert [[r["dst"] for r in p.witness + p.packets] for p in periods] == [["a"], ["c", "d"], ["b"]]
+
+
+def test_an_opt_out_period_asks_the_llm_host_for_its_api_alone():
+    quiet = {"DO_NOT_TRACK": "true"}
+    essential = lifetime.Essential(ESSENTIAL.allowed_names, ESSENTIAL.provider_names, "LLM_API_URL", default_llm_url="http://llm:8000/v1")
+    period = lifetime.Period(Instance(1, quiet, 0.0), llm=[{"method": "POST", "path": "/v1/chat/completions"}])
+    lifetime.nothing_non_essential([period], essential, "opt-out broken", llm_api_only=True)
+    period.llm.append({"method": "GET", "path": "/v1/usage"})
+    lifetime.nothing_non_essential([period], essential, "air gap broken")  # the LLM host is inside the allowlist
+    with pytest.raises(Violation, match="asked the LLM host for GET /v1/usage"):
+        lifetime.nothing_non_essential([period], essential, "opt-out broken", llm_api_only=True)
 
 
 def test_an_opt_out_period_is_judged_over_its_whole_life_and_only_on_non_essential_traffic():

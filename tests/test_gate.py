@@ -36,8 +36,17 @@ def gate(report_dir: Path, *args: str, env: dict | None = None, timeout: float =
     return proc.returncode, proc.stdout + proc.stderr, doc
 
 
-def start(report_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([str(AISLAB), "run", "--report-dir", str(report_dir), *args],
+def dispositions(ignored: tuple[int, ...] = ()):
+    """A child's signal dispositions: the defaults, whatever this test process inherited (a
+    run of `make test` from a background job has SIGINT ignored), then `ignored` ignored."""
+    def apply():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+    return apply
+
+
+def start(report_dir: Path, *args: str, ignored: tuple[int, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen([str(AISLAB), "run", "--report-dir", str(report_dir), *args], preexec_fn=dispositions(ignored),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -60,7 +69,9 @@ def no_secret_in(report_dir: Path, secrets: list[str]) -> None:
 
 
 def netns() -> set[str]:
-    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    """The labs' network namespaces (a cluster's pods on this machine have their own, not ours)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+    return {line.split()[0] for line in listed if line.startswith("ais")}
 
 
 def lab_dirs() -> set[Path]:
@@ -90,10 +101,15 @@ def test_the_gate_returns_the_documented_exit_codes(tmp_path):
 
 
 # --- 2. interrupted runs ---------------------------------------------------------------------
-@pytest.mark.parametrize("sig, reason", [(signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")])
-def test_an_interrupted_run_is_never_conformant_and_leaves_nothing_behind(tmp_path, sig, reason):
+@pytest.mark.parametrize("sig, reason, ignored", [
+    (signal.SIGINT, "SIGINT", ()), (signal.SIGTERM, "SIGTERM", ()),
+    # Started as a background job or under nohup: it inherits SIGINT (and SIGHUP) ignored, and
+    # must still stop on SIGINT.
+    (signal.SIGINT, "SIGINT", (signal.SIGINT, signal.SIGHUP)),
+], ids=["SIGINT", "SIGTERM", "SIGINT-inherited-ignored"])
+def test_an_interrupted_run_is_never_conformant_and_leaves_nothing_behind(tmp_path, sig, reason, ignored):
     before_ns, before_dirs = netns(), lab_dirs()
-    proc = start(tmp_path, "--claims", "authentication,authorization")
+    proc = start(tmp_path, "--claims", "authentication,authorization", ignored=ignored)
     await_evidence(tmp_path, 3, proc)
     os.kill(proc.pid, sig)
     output = proc.communicate(timeout=120)[0]
@@ -129,6 +145,17 @@ def test_a_killed_run_leaves_no_secret_in_clear_and_the_next_run_removes_its_lab
     returned, output, _ = gate(tmp_path / "next", "--claims", "AIS-AUTH-01")
     assert returned == 0, output[-3000:]
     assert not orphan.exists(), "the killed run's lab directory (its keys) is still there"
+
+
+def test_a_service_that_cannot_run_in_its_sandbox_is_refused_before_any_scenario_in_seconds(tmp_path):
+    """A driver whose command does not exist never gets a scenario, let alone a `satisfied`."""
+    started = time.monotonic()
+    returned, output, report = gate(tmp_path, "--driver", str(DRIVERS / "inert-missing-command.yaml"))
+    assert returned == 1 and time.monotonic() - started < 10, output[-3000:]
+    assert "the program /opt/testkube-ai-copilot/bin/testkube-ai-service does not exist" in output
+    assert not (tmp_path / "evidence").exists(), "a scenario ran"
+    assert report["result"] == "interrupted" and "cannot run inside the service's sandbox" in report["interruption"]["reason"]
+    assert not [c for c in report["claims"] if c["verdict"] == "satisfied"]
 
 
 # --- 4. selections ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@ no more: an over-broad one). Three catalogues:
 - the reference's mutants (mutants/catalogue.yaml);
 - the variants of minicopilot, an assistant written independently of the checks
   (fixtures/assistants/minicopilot/defects.yaml);
-- values files (and one chart) for the configuration family (fixtures/values/catalogue.yaml).
+- values files (and one chart) for the configuration family (fixtures/values/catalogue.yaml);
+- inert services, conformant-looking and doing nothing useful (fixtures/assistants/inert/catalogue.yaml),
+  written without the checks: none may come out satisfied but where its evidence genuinely
+  supports it, and one that cannot run at all is refused before any scenario.
 Conformant variants (declared to break nothing) must stay clean. Each runs in the quick profile;
 a variant that survives it runs again in the certification profile, so the matrix says which
 profile kills it. On the docker target: the reference (as its shipped image), minicopilot, and
@@ -45,6 +48,7 @@ class Subject:
     breaks: str = ""
     extra: tuple[str, ...] = ()
     chart_edit: tuple[str, str] | None = field(default=None, compare=False)
+    expected: dict | None = field(default=None, compare=False)  # an inert service's: refused, or exactly what may be satisfied
 
     def args(self, root) -> list[str]:
         """Its command-line options; a chart that reads another key is a copy with it renamed."""
@@ -73,9 +77,14 @@ def _values(entries: dict) -> list[Subject]:
     return subjects
 
 
+def _inert(entries: dict) -> list[Subject]:
+    return [Subject(f"inert:{name}", "inert", e["driver"], None, None, e["does"], expected=e["expected"]) for name, e in sorted(entries.items())]
+
+
 REFERENCE_CATALOGUE = yaml.safe_load((PROJECT / "mutants" / "catalogue.yaml").read_text())
 MINI_CATALOGUE = yaml.safe_load((PROJECT / "fixtures" / "assistants" / "minicopilot" / "defects.yaml").read_text())["variants"]
 VALUES_CATALOGUE = yaml.safe_load((PROJECT / "fixtures" / "values" / "catalogue.yaml").read_text())
+INERT_CATALOGUE = yaml.safe_load((PROJECT / "fixtures" / "assistants" / "inert" / "catalogue.yaml").read_text())["services"]
 REFERENCE_BENIGN = sorted(n for n, e in REFERENCE_CATALOGUE.items() if not e["claims"])
 CONFORMING = [Subject("reference", "reference", "reference.yaml", None, None, extra=WITH_CHART),
               Subject("minicopilot", "minicopilot", "minicopilot.yaml", None, None),
@@ -85,8 +94,9 @@ CONFORMING = [Subject("reference", "reference", "reference.yaml", None, None, ex
 VARIANTS = (_variants("reference", "mutant.yaml", {n: e for n, e in REFERENCE_CATALOGUE.items() if e["claims"]})
             + _variants("minicopilot", "minicopilot-defect.yaml", MINI_CATALOGUE))
 VALUES = _values(VALUES_CATALOGUE)
+INERT = _inert(INERT_CATALOGUE)
 DEFECTS = [s for s in VARIANTS + VALUES if s.declared]
-BY_NAME = {s.name: s for s in CONFORMING + VARIANTS + VALUES}
+BY_NAME = {s.name: s for s in CONFORMING + VARIANTS + VALUES + INERT}
 
 
 def fewest_covering_every_family() -> list[str]:
@@ -129,7 +139,7 @@ def _run(job: tuple[str, str, list[str], str], root) -> SuiteRun:
     name, profile, extra, driver = job
     subject = BY_NAME[name.removeprefix("docker:")]
     return run_suite(name, root / f"{name.replace(':', '-')}-{profile}", subject.variant,
-                     [*extra, "--profile", profile], driver=DRIVERS / driver)
+                     [*extra, "--profile", profile], driver=DRIVERS / driver, expect_no_report=subject.catalogue == "inert")
 
 
 def _row(subject: Subject, target: str, run: SuiteRun, profile: str, quick: SuiteRun | None = None) -> dict:
@@ -145,13 +155,14 @@ def _row(subject: Subject, target: str, run: SuiteRun, profile: str, quick: Suit
         "missed_in_quick": sorted(declared - quick.with_verdict("violated")) if quick else [],
         "over_broad": sorted(violated - declared),
         "seconds": round(run.seconds, 1),
+        "exit_code": run.exit_code,
     }
 
 
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("matrix")
-    jobs = [(s.name, "quick", s.args(root), s.driver) for s in CONFORMING + VARIANTS + VALUES]
+    jobs = [(s.name, "quick", s.args(root), s.driver) for s in CONFORMING + VARIANTS + VALUES + INERT]
     jobs += [(f"docker:{n}", "quick", ["--target", "docker", *extra], d) for n, (d, extra) in DOCKER_CONFORMING.items()]
     jobs += [(f"docker:{n}", "quick", ["--target", "docker"], BY_NAME[n].driver) for n in DOCKER_VARIANTS]
     jobs.sort(key=lambda job: not job[0].startswith("docker:"))  # the slow docker runs first
@@ -208,3 +219,18 @@ def test_every_configuration_claim_is_satisfied_on_good_values(matrix):
 def test_docker_subset_covers_every_dynamic_family():
     covered = {FAMILY_OF[c] for n in DOCKER_VARIANTS for c in BY_NAME[n].declared}
     assert covered == DYNAMIC_FAMILIES  # the configuration family is judged on the chart, the same on any target
+
+
+@pytest.mark.parametrize("name", [s.name for s in INERT])
+def test_an_inert_service_is_never_judged_conformant(matrix, name):
+    """A service that never did the work is never satisfied but where the evidence genuinely
+    supports it (the catalogue says which, and why), and never violated: it keeps its promises by
+    doing nothing. One that cannot run at all is refused before any scenario, in seconds."""
+    row, expected = matrix[name], BY_NAME[name].expected
+    if expected.get("refused"):
+        assert row["exit_code"] == 1 and not row["satisfied"], f"{name}: {row}\n{row['output']}"
+        assert "cannot run inside the service's sandbox" in row["output"], row["output"]
+        return
+    assert set(row["satisfied"]) == set(expected["satisfied"]) and not row["violated"], \
+        f"{name}: satisfied {row['satisfied']} (expected exactly {expected['satisfied']}), violated {row['violated']}\n{row['output']}"
+    assert row["result"] != "conformant" and row["exit_code"] == 101, f"{name}: {row['result']} (exit {row['exit_code']})"

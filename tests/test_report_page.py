@@ -46,7 +46,7 @@ def passed(name: str) -> dict:
 
 def report(result: str, exit_code: int, claims: list[dict]) -> dict:
     return {
-        "apiVersion": "ais.conformance/v1alpha1",
+        "apiVersion": "ais.conformance/v1alpha2",
         "harness": {"name": "ai-service-conformance", "version": "0.1.0"},
         "catalogue": {"file": "claims.yaml", "sha256": "0f1302622490ec60fc2c884bf0dfd039ac4377d656e11853db4eb5f6a287e40c"},
         # As a run on this machine writes them: the driver file's absolute path.

@@ -27,6 +27,7 @@ class ChatExchange:
     seconds: float
     headers: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None  # why there is no answer (a timeout, a refused connection, the driver's error path)
+    exit_code: int | None = None  # a one-shot command's own exit code
 
     def __repr__(self) -> str:
         # The body is whole tool results: the evidence attachments hold it, a repr only sums it up.
@@ -132,7 +133,8 @@ def run_cli_chat(target, spec: ChatSpec, values: dict[str, str], env: dict[str, 
         body = json.loads(output)
     except ValueError:
         body = {"output": output[-2000:], "stderr": proc.stderr[-2000:]}
-    exchange = ChatExchange(user, values.get("prompt", ""), 200 if proc.returncode == 0 else 500, None, body, seconds)
+    exchange = ChatExchange(user, values.get("prompt", ""), 200 if proc.returncode == 0 else 500, None, body, seconds,
+                            exit_code=proc.returncode)
     if proc.returncode != 0:
         exchange.error = f"exit code {proc.returncode}; the end of its stderr: {proc.stderr[-1500:]}"
     return read_answer(spec, exchange, output)

@@ -29,7 +29,7 @@ LAB_PLACEHOLDERS = frozenset({
 CHAT_PLACEHOLDERS = frozenset({"prompt", "user.token", "environment", "output_file"})
 KEYS = {  # every key a driver file may have, per level
     "driver": ("name", "version", "service", "chat", "families", "auth", "files", "secret_env", "network", "notes"),
-    "service": ("command", "image", "port", "env", "ready", "env_from_chart"),
+    "service": ("command", "image", "port", "env", "ready", "env_from_chart", "keep_in_sight"),
     "service.ready": ("path", "status", "timeout"),
     "chat": ("mode", "answer", "answer_format", "error", "timeout", "method", "path", "headers", "json", "command"),
     "chat.error": ("path", "equals"),
@@ -65,6 +65,7 @@ class ServiceSpec:
     ready: Readiness
     env_from_chart: EnvFromChart | None = None
     withheld_env: tuple[str, ...] = ()  # asked for by the customer's values, dropped by their chart
+    keep_in_sight: tuple[str, ...] = ()  # paths under /tmp it runs from, kept visible in its private /tmp
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,16 @@ def _service(svc: dict, mode: str) -> ServiceSpec:
             timeout=float(_need(ready_doc, "timeout", (int, float), "service.ready", default=20)),
         ),
         env_from_chart=_env_from_chart(chart_doc) if chart_doc is not None else None,
+        keep_in_sight=_absolute_paths(_need(svc, "keep_in_sight", list, "service", default=[]), "service.keep_in_sight"),
     )
+
+
+def _absolute_paths(value: list, where: str) -> tuple[str, ...]:
+    paths = _strings(value, where)
+    relative = [p for p in paths if not p.startswith("/")]
+    if relative:
+        raise DriverError(f"{where}: {relative} are not absolute paths")
+    return paths
 
 
 # --- service.env_from_chart (the configuration family's render, then run) ------------------

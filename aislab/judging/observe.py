@@ -13,6 +13,7 @@ class Window:
     cp: list[dict]
     llm: list[dict]
     harness_cp: list[dict] = field(default_factory=list)
+    provider: list[dict] = field(default_factory=list)  # the third-party LLM's record (reached through a proxy)
 
     def __repr__(self) -> str:
         return f"Window({len(self.llm)} LLM requests, {len(self.cp)} control-plane requests)"
@@ -22,6 +23,7 @@ class Window:
 class Mark:
     cp: int
     llm: int
+    provider: int
 
 
 class Observer:
@@ -33,20 +35,28 @@ class Observer:
         """The running instance's address (on Kubernetes each instance is a pod of its own)."""
         return self.lab.target.address("service")
 
+    @property
+    def sources(self) -> set[str]:
+        """The proxies relay only the service's traffic (the harness never uses them): what reaches
+        the control plane through them is the service's too."""
+        return {self.service_ip, *(self.lab.target.address(h) for h in ("tinyproxy", "squid"))}
+
     def __repr__(self) -> str:
         return f"Observer(service at {self.service_ip})"
 
     def mark(self) -> Mark:
-        return Mark(self.lab.witnesses.head("controlplane"), self.lab.witnesses.head("llm"))
+        heads = self.lab.witnesses.head
+        return Mark(heads("controlplane"), heads("llm"), heads("provider"))
 
     def since(self, mark: Mark) -> Window:
         cp = self.lab.witnesses.since("controlplane", mark.cp)
         llm = self.lab.witnesses.since("llm", mark.llm)
-        service_ip = self.service_ip
+        service_ip, sources = self.service_ip, self.sources
         return Window(
-            cp=[e for e in cp if e["client"] == service_ip],
+            cp=[e for e in cp if e["client"] in sources],
             llm=[r for r in llm if r["client"] == service_ip],
-            harness_cp=[e for e in cp if e["client"] != service_ip],
+            harness_cp=[e for e in cp if e["client"] not in sources],
+            provider=self.lab.witnesses.since("provider", mark.provider),
         )
 
 

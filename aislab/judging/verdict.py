@@ -4,6 +4,9 @@ wrong (the lab, a missing positive control) makes it `undetermined`, never `sati
 from __future__ import annotations
 
 NOT_APPLICABLE = "not applicable:"
+# Not applicable by what the service was seen doing (no telemetry, no tools): stands only where
+# the service was seen doing the work (the exercise control), else it is undetermined.
+NOT_APPLICABLE_OBSERVED = f"{NOT_APPLICABLE} as observed,"
 
 
 class Violation(AssertionError):
@@ -22,3 +25,9 @@ def violation_if(condition: bool, message: str) -> None:
 def undetermined_unless(condition: bool, message: str) -> None:
     if not condition:
         raise Undetermined(message)
+
+
+def not_applicable_as_observed(reason: str) -> None:
+    import pytest
+
+    pytest.skip(f"{NOT_APPLICABLE_OBSERVED} {reason}")

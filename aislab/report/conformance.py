@@ -11,8 +11,9 @@ from pathlib import Path
 import yaml
 
 import aislab
+from aislab.judging.exercise import combined
 
-SCHEMA_VERSION = "ais.conformance/v1alpha1"
+SCHEMA_VERSION = "ais.conformance/v1alpha2"
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ScenarioResult:
     evidence: list[dict] = field(default_factory=list)  # {"path", "sha256"}
     allure_id: str = ""  # uuid of its Allure result, when Allure records the run: the page links to it
     trace: str = ""  # a harness error's short traceback, for the Allure drill-down only
+    exercise: dict = field(default_factory=dict)  # what the service was seen doing (aislab.judging.exercise)
 
 
 def load_claims(path: Path) -> dict:
@@ -86,9 +88,12 @@ def build_report(claims_file: Path, results: list[ScenarioResult], meta: dict, e
             "observed": observed,
             **({"reason": reason} if reason else {}),
             **({"waiver": waiver.as_dict()} if waiver else {}),
+            "exerciseRequired": claim.get("exercise") or {},
+            "exercise": combined([r.exercise for r in mine if r.exercise and "counts" in r.exercise]),
             "scenarios": [
                 {"name": r.name, "nodeid": r.nodeid, "outcome": r.outcome, "seconds": round(r.seconds, 3),
-                 "message": r.message[:2000], "evidence": r.evidence, **({"allureId": r.allure_id} if r.allure_id else {})}
+                 "message": r.message[:2000], "evidence": r.evidence, **({"exercise": r.exercise} if r.exercise else {}),
+                 **({"allureId": r.allure_id} if r.allure_id else {})}
                 for r in mine
             ],
         })

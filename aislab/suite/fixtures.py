@@ -10,9 +10,12 @@ import pytest
 from aislab.judging.observe import Observer
 from aislab.judging.verdict import Undetermined
 from aislab.report.evidence import EvidenceSink
-from aislab.suite.plugin import (EVIDENCE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, cluster_settings, is_lifetime,
-                                 unresponsive)
-from aislab.world.lab import Lab
+from aislab.judging.provocation import annotated
+from aislab.suite.exercising import SCOPE, begin
+from aislab.suite.plugin import (EVIDENCE, EXERCISE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, cluster_settings,
+                                 is_lifetime, unresponsive)
+from aislab.world.idle import IdleInstances
+from aislab.world.lab import Lab, PreflightError
 from aislab.world.mocks.llm.scriptbook import ScriptBook
 from aislab.world.targets import make_target
 
@@ -35,16 +38,29 @@ def lab(aislab_session) -> Lab:
         target.deploy_service_from_chart(config.stash[DEPLOYMENT], spec.container, spec.values, instance.values)
     try:
         instance.up()
+        if wants_idle_instances(aislab_session):
+            instance.idle_instances = IdleInstances(instance, ScriptBook(instance.fixtures / "llm" / "scripts.yaml", instance.seed)).start()
+    except PreflightError as err:  # a broken driver: exit 1 at once, before any scenario, saying what to fix
+        instance.down()
+        aislab_session.interrupted = f"cannot start: {err}"
+        pytest.exit(aislab_session.interrupted, returncode=1)
     except BaseException:
         _keep_service_log(aislab_session, instance)
         instance.down()
         raise
     yield instance
     try:
-        instance.stop_service()  # its log is complete only once it has exited
+        instance.end_life()  # its log is complete only once it has exited
         _keep_service_log(aislab_session, instance)
     finally:
         instance.down()
+
+
+def wants_idle_instances(session: Session) -> bool:
+    """An instance kept idle beside the scenarios serves the whole-life checks of the network
+    families; a one-shot assistant has nothing that lives."""
+    return session.driver.chat.mode == "http" and any(
+        is_lifetime(item) and {session.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES for item in session.selected)
 
 
 def _keep_service_log(session: Session, lab: Lab) -> None:
@@ -75,12 +91,13 @@ LAB_FREE_FAMILIES = {"configuration"}
 
 
 @pytest.fixture
-def evidence(request, aislab_session):
+def evidence(request, aislab_session, exercise_scope):
     """Per scenario: a dict the scenario fills, attached afterwards, redacted. A scenario judged
-    on the lab first resets it, and its evidence adds what the witnesses saw."""
+    on the lab first resets it, and its evidence adds what the witnesses saw and what the
+    service was seen doing (its exercise)."""
     families = {aislab_session.claims[c]["family"] for c in claim_ids(request.node)}
     lab = request.getfixturevalue("lab") if families - LAB_FREE_FAMILIES else None
-    chats = 0
+    request.node.stash[SCOPE] = exercise_scope
     if lab is not None:
         lab.notice_exit()
         why = unresponsive(aislab_session)
@@ -89,11 +106,13 @@ def evidence(request, aislab_session):
         if not families & NETWORK_FAMILIES and not is_lifetime(request.node):
             lab.ensure_service({})  # a network scenario may have left the service reconfigured (or it died)
         lab.reset()
-        chats = len(lab.chats)
+        begin(exercise_scope, lab, network=bool(families & NETWORK_FAMILIES))
     extra: dict[str, object] = {}
     yield extra
-    if lab is not None and lab.chats[chats:]:  # did the service answer any chat of this scenario?
-        aislab_session.unanswered = 0 if any(lab.chats[chats:]) else aislab_session.unanswered + 1
+    if lab is not None:
+        mine = [c for c in lab.chat_records[exercise_scope.chats:] if c.host == "service"]
+        if mine:  # did the service answer any chat of this scenario?
+            aislab_session.unanswered = 0 if any(c.status for c in mine) else aislab_session.unanswered + 1
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
     sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", aislab_session.redactor())
     readers = {}
@@ -102,8 +121,9 @@ def evidence(request, aislab_session):
                    "identity-provider": lambda: lab.records("idp")}
     if families & NETWORK_FAMILIES:
         readers.update({
-            "egress-witness": lambda: lab.records("witness"),
-            "dns-queries": lambda: lab.records("dns"),
+            "egress-witness": lambda: annotated(lab, lab.records("witness")),
+            "packet-witness": lambda: annotated(lab, lab.records("packets")),
+            "dns-queries": lambda: annotated(lab, lab.records("dns")),
             "outside-world": lambda: lab.records("outside"),
             "llm-provider-requests": lambda: lab.records("provider"),
             "proxy-log": lab.proxy_records,
@@ -112,6 +132,8 @@ def evidence(request, aislab_session):
         futures = {name: pool.submit(read) for name, read in readers.items()}
         payloads = {name: future.result() for name, future in futures.items()}
     payloads.update(extra)
+    if EXERCISE in request.node.stash:
+        payloads["exercise"] = request.node.stash[EXERCISE]
     request.node.stash[EVIDENCE] = [sink.attach(name, payload) for name, payload in payloads.items()]
 
 

@@ -40,6 +40,7 @@ LIFETIME = "lifetime"
 UNRESPONSIVE_SCENARIOS = 3
 SESSION = pytest.StashKey["Session"]()
 EVIDENCE = pytest.StashKey[list]()
+EXERCISE = pytest.StashKey[dict]()  # what the service was seen doing in a scenario (aislab.suite.exercising)
 
 
 def pytest_addoption(parser):
@@ -163,7 +164,11 @@ def pytest_configure(config):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminated)
-    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
+    # Ctrl-C interrupts the run whatever the parent left behind: a CI runner's background step
+    # or `nohup` starts it with SIGINT ignored, and an ignored SIGINT would let the run finish
+    # and pass while it was being cancelled.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    config.add_cleanup(lambda: (signal.signal(signal.SIGTERM, previous), signal.signal(signal.SIGINT, previous_int)))
 
 
 def pytest_keyboard_interrupt(excinfo):
@@ -294,6 +299,7 @@ def pytest_runtest_makereport(item, call):
             )
     if report.when == "teardown" and item.nodeid in s.results:
         s.results[item.nodeid].evidence = item.stash.get(EVIDENCE, [])
+        s.results[item.nodeid].exercise = item.stash.get(EXERCISE, {})
     return report
 
 

@@ -11,7 +11,15 @@ import pytest
 from aislab.report.bundle import redact_in_place, write_bundle
 from aislab.report.conformance import build_report, exit_code, write_report
 from aislab.report.environment import environment
+from aislab.suite.configuration import DEPLOYMENT
 from aislab.suite.plugin import CLAIMS_FILE, SESSION, claim_ids
+
+
+def deployment_judged(config) -> dict:
+    """The chart and values the configuration family judged (and a render-then-run driver ran with)."""
+    deployment = config.stash[DEPLOYMENT]
+    return {"chart": str(deployment.chart.path), "values": [str(f) for f in deployment.values.files],
+            "intent": deployment.intent.kind}
 
 
 def pytest_sessionstart(session):
@@ -38,6 +46,7 @@ def pytest_sessionfinish(session, exitstatus):
         "timings": {k: round(v, 3) for k, v in (lab.timings.items() if lab else [])},
         "warnings": s.warnings + (lab.warnings if lab else []),
         "environment": getattr(s, "environment", {}),
+        **({"deployment": deployment_judged(session.config)} if session.config.stash.get(DEPLOYMENT, None) else {}),
         **({"targetDetails": details} if lab and (details := lab.target.details()) else {}),
     }
     expected: dict[str, set[str]] = {}

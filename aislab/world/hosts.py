@@ -29,6 +29,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def archive(records: Recorder, path: Path) -> None:
+    """A witness on a new host for the same service host (a new pod on Kubernetes) starts from
+    everything the one before it recorded: record numbers run on, the whole life stays readable."""
+    if path.exists():
+        for entry in json.loads(path.read_text()):
+            records.add(entry)
+
+
 def records_app(records: Recorder) -> Starlette:
     return Starlette(routes=records.routes())
 
@@ -75,11 +83,11 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.world.witnesses.catcher import Catcher
         from aislab.world.pki import CA, SNIContexts
 
-        records = Recorder(lab["admin_secret"])
-        archive = state / f"{role}-archive.json"
-        if archive.exists():  # a new host for the same witness (a new pod): its record runs on
-            for entry in json.loads(archive.read_text()):
-                records.add(entry)
+        # The witness on a service's host answers to its own secret: the service shares that host,
+        # and may read its traffic (CAP_NET_RAW, as in any container), so never the mocks' secret.
+        records = Recorder(lab["witness_secret"] if role == "witness" else lab["admin_secret"])
+        if role == "witness":
+            archive(records, state / "witness-archive.json")
         certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
         certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
@@ -89,6 +97,15 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
             for any_address, loopback in (("0.0.0.0", "127.0.0.1"), ("::", "::1")):
                 catcher.serve_tcp(any_address, lab["witness_tcp_port"])
                 catcher.serve_udp(loopback, lab["witness_udp_port"])
+            from starlette.routing import Mount
+
+            from aislab.world.witnesses.packets import PacketWitness
+
+            packets = Recorder(lab["witness_secret"])
+            archive(packets, state / "packets-archive.json")
+            PacketWitness(packets).start()
+            app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes())])
+            return [(app, listen(host, port), {})]
         else:  # the outside world's catch-all: telemetry collectors and anything else
             catcher = Catcher(records, tls, lambda e: (200, b"{}"), redirected=False)
             catcher.serve_tcp(host, 443)

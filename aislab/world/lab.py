@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -26,11 +26,15 @@ from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, attacker_cer
 from aislab.world import proxies
 from aislab.world.layout import SERVICE_UID
 from aislab.world.pki import CA, write_private
-from aislab.world.targets.base import (HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, WITNESS_TCP, WITNESS_UDP, LabError,
-                                       LabProcess, Sandbox, Target)
-from aislab.world.witnesses.reader import WitnessReader
+from aislab.world.targets.base import (HOSTS, IDLE_HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, SERVICE_HOSTS, WITNESS_TCP, WITNESS_UDP,
+                                       LabError, LabProcess, Sandbox, Target)
+from aislab.world.witnesses.reader import WitnessReader, witness_host
 
 FIXTURES = PROJECT / "fixtures"
+
+
+class PreflightError(LabError):
+    """The service cannot even be started as its driver says: a broken input, never a verdict."""
 ORG_ID = "org-lab"
 
 
@@ -44,9 +48,31 @@ class ServiceInstance:
     config: dict[str, str]  # the env that decides its network claims (opt-outs, proxies, LLM URL)
     started: float
     stopped: float | None = None
+    host: str = "service"
+    ready: bool = False  # it reached readiness (a one-shot assistant's period never does: its chats run it)
 
     def as_evidence(self) -> dict:
-        return {"number": self.number, "config": self.config, "started": self.started, "stopped": self.stopped}
+        return {"number": self.number, "host": self.host, "config": self.config, "started": self.started,
+                "stopped": self.stopped, "ready": self.ready}
+
+
+@dataclass
+class ChatRecord:
+    """One chat the harness sent, and what the lab's records say the service did for it."""
+
+    role: str  # "judged": a chat the scenario judges; "control": a positive control or warm-up
+    token: str  # "valid", "bad" or "none"
+    instance: int  # the service instance (a one-shot assistant: its configuration period)
+    host: str
+    status: int  # the service's word (shown, never required)
+    succeeded: bool
+    ran: bool  # the service was there to answer (a one-shot command found and started; HTTP: any answer)
+    started: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reached_llm(self) -> bool:
+        return self.counts.get("llm-requests", 0) > 0
 
 
 @dataclass
@@ -61,6 +87,7 @@ class Lab:
 
     def __post_init__(self):
         self.admin_secret = secrets.token_urlsafe(24)
+        self.witness_secret = secrets.token_urlsafe(24)  # the witnesses beside the service: their own
         self.llm_api_key = "sk-lab-" + secrets.token_urlsafe(24)
         self.nonce = secrets.token_hex(4)
         self.service_token = ""  # minted in up(), with the lab's signing key
@@ -68,7 +95,7 @@ class Lab:
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
-        self.witnesses = WitnessReader(self.http, self.url, self.admin_secret)
+        self.witnesses = WitnessReader(self.http, self.url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
         # Proxies drop root: their configs and logs are public (nothing secret is in them).
@@ -78,8 +105,10 @@ class Lab:
         self.proxy_offsets: dict[str, int] = {}
         self.sandbox: Sandbox | None = None  # how the service runs: decided once its command is known
         self.warnings: list[str] = []  # what a reviewer should know about this run (shown in the report)
-        self.chats: list[bool] = []  # per chat sent, whether the service answered at all
+        self.chat_records: list[ChatRecord] = []  # every chat sent, and what the lab saw the service do for it
+        self.idle_seconds = 0.0  # time the service idled under observation, all scenarios together
         self.deaths = 0  # times the service exited on its own
+        self.idle_instances = None  # aislab.world.idle.IdleInstances, when the run judges whole lives
 
     def __repr__(self) -> str:
         # Shown as a step argument in the Allure drill-down: short, no paths, no secrets.
@@ -87,9 +116,19 @@ class Lab:
 
     # --- addresses ---------------------------------------------------------------------
     def url(self, host: str) -> str:
-        if host == "witness":  # the witness lives on the service's host
-            return f"http://{self.target.address('service')}:{PORTS['witness']}"
-        return f"http://{self.target.address(host)}:{PORTS.get(host) or self.driver.service.port}"
+        """A lab host's main (or admin) URL. The witnesses live on the service's hosts:
+        `witness` and `packets` on the main one, `witness:HOST` and `packets:HOST` on the others."""
+        kind, _, on = host.partition(":")
+        if kind == "witness":
+            return f"http://{self.target.address(on or 'service')}:{PORTS['witness']}"
+        if kind == "packets":
+            return self.url(f"witness:{on or 'service'}") + "/packets"
+        if host in SERVICE_HOSTS:
+            return f"http://{self.target.address(host)}:{self.driver.service.port}"
+        return f"http://{self.target.address(host)}:{PORTS[host]}"
+
+    def secret_of(self, host: str) -> str:
+        return self.witness_secret if host.partition(":")[0] in ("witness", "packets") else self.admin_secret
 
     def proxy_url(self, kind: str, refusing: bool = False) -> str:
         return f"http://{self.target.address(kind)}:{proxies.PORTS[kind][1 if refusing else 0]}"
@@ -156,6 +195,7 @@ class Lab:
         lab_json.write_text(json.dumps({
             "issuer": self.issuer,
             "admin_secret": self.admin_secret,
+            "witness_secret": self.witness_secret,
             "llm_api_key": self.llm_api_key,
             "model": "lab-model",
             "nonce": self.nonce,
@@ -168,8 +208,10 @@ class Lab:
             "outside_v6": OUTSIDE_V6["outside"],
             "harness_ip": addr("harness"),
             "service_ip": addr("service"),
-            # The proxies are given IPv4 answers only; the service's host (dual-stack) AAAA too.
-            "v4_only": [addr(h) for h in proxies.PROXIES],
+            "service_ips": [addr(h) for h in SERVICE_HOSTS],
+            # Every lab host but the service's gets IPv4 answers only: a service host is dual-stack
+            # (its address may move: a pod per instance on Kubernetes, so it is named by the others').
+            "v4_only": [addr(h) for h in HOSTS if h not in SERVICE_HOSTS],
             "witness_tcp_port": WITNESS_TCP,
             "witness_udp_port": WITNESS_UDP,
         }))
@@ -177,7 +219,7 @@ class Lab:
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
         procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
-        procs.append(self._spawn_lab_host("service", "witness", f"{addr('service')}:{PORTS['witness']}", net_admin=True))
+        procs += [self._spawn_lab_host(host, "witness", f"{addr(host)}:{PORTS['witness']}", net_admin=True) for host in SERVICE_HOSTS]
         proxy_procs = self._spawn_proxies()
         with ThreadPoolExecutor(len(procs) + len(proxy_procs)) as pool:
             waits = [pool.submit(p.await_ready_line, 15) for p in procs]
@@ -185,9 +227,26 @@ class Lab:
             for w in waits:
                 w.result()
         self.timings["mocks"] = time.monotonic() - t1
+        self.preflight()
         self.start_service()
         self.timings["lab_up"] = time.monotonic() - t0
         return self
+
+    def preflight(self) -> None:
+        """Before any scenario: the driver's command (or a one-shot assistant's chat command) can
+        run inside the service's sandbox, seen from inside it; otherwise every chat would fail for
+        a reason that has nothing to do with the service, and its silence would prove nothing."""
+        spec, values = self.driver.service, {**self.values(), "prompt": "preflight", "environment": "env-prod",
+                                             "user.token": "preflight", "output_file": str(self.dirs.outputs / "preflight")}
+        if self.driver.chat.mode == "cli":
+            where, command = "chat.command", render(list(self.driver.chat.command), values, "chat.command")
+        elif spec.command is not None and spec.image is None:
+            where, command = "service.command", render(list(spec.command), values, "service.command")
+        else:
+            return  # an image brings its own program
+        problems = self.target.unrunnable(command, self.service_sandbox(command))
+        if problems:
+            raise PreflightError(f"the driver's {where} cannot run inside the service's sandbox: " + "; ".join(problems))
 
     def _render_driver_files(self) -> None:
         """Config files the driver templates with the lab's addresses and secrets: the service's
@@ -209,7 +268,7 @@ class Lab:
             host,
             [self.target.python, "-m", "aislab.world.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
             self._base_env(),
-            self.dirs.logs / f"{role}.log",
+            self.dirs.logs / (f"{role}.log" if host in (role, "service") else f"{role}-{host}.log"),
             announces=True,
             net_admin=net_admin,
         )
@@ -239,58 +298,73 @@ class Lab:
     def _base_env(self) -> dict[str, str]:
         return {**self.target.process_env(), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
-    def service_env(self, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    def service_env(self, overrides: dict[str, str] | None = None, host: str = "service") -> dict[str, str]:
         env = render(self.driver.service.env, self.values(), "service.env")
         # What the customer's values ask for and their chart drops stays dropped, as in their cluster.
         overrides = {k: v for k, v in (overrides or {}).items() if k not in self.driver.service.withheld_env}
         # Its HOME is its scratch directory unless the driver says otherwise: never the harness's.
-        return {**self._base_env(), "HOME": str(self.dirs.scratch), **env, **overrides}
+        home = str(self.dirs.instance_dirs(host)[1])
+        return {**self._base_env(), "HOME": home, **env, **overrides}
 
-    def service_sandbox(self, command: list[str]) -> Sandbox:
-        """Its own user where its command allows (said in the report where it does not)."""
+    def service_sandbox(self, command: list[str], host: str = "service") -> Sandbox:
+        """Its own user where its command allows (said in the report where it does not); on each
+        of its hosts its own /tmp."""
         if self.sandbox is None:
             uid = SERVICE_UID if self.target.may_run_as(SERVICE_UID, command) else None
             if uid is None:
                 self.warnings.append(f"the service ran as root in its sandbox: an unprivileged user cannot execute {command[0]} "
                                      "(its state, the lab's keys and the Docker socket stayed out of its sight)")
-            self.sandbox = Sandbox(self.dirs, uid, keep=(self.target.project,))
-        return self.sandbox
+            self.sandbox = Sandbox(self.dirs, uid, keep=(self.target.project, *self.driver.service.keep_in_sight))
+        return self.sandbox if host == "service" else replace(self.sandbox, tmp=self.dirs.instance_dirs(host)[0])
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
         self.service_overrides = dict(overrides or {})
         self.proxy_offsets = {name: self.target.file_size(name.split("-")[0], path) for name, path in self.proxy_logs.items()}
-        self._begin_instance()
+        instance = self._begin_instance(self.service_overrides)
         if self.driver.chat.mode == "cli":  # nothing long-running: every chat starts the assistant afresh
             return
         t0 = time.monotonic()
-        spec = self.driver.service
-        command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
-        self.service = self.target.spawn(
-            "service", command, self.service_env(overrides), self.dirs.logs / "service.log", image=spec.image,
-            sandbox=self.service_sandbox(command or [spec.image or ""]),
-        )
-        self._await_service()
+        self.service = self.launch("service", self.service_overrides)
+        instance.ready = True
         self.timings["service_start"] = time.monotonic() - t0
 
-    def _begin_instance(self) -> None:
-        env = self.service_env(self.service_overrides)
+    def launch(self, host: str, overrides: dict[str, str]) -> LabProcess:
+        """Start the service on one of its hosts and wait until it is ready."""
+        spec = self.driver.service
+        command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
+        process = self.target.spawn(
+            host, command, self.service_env(overrides, host), self.dirs.logs / ("service.log" if host == "service" else f"service-{host}.log"),
+            image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host),
+        )
+        self._await_service(process, host)
+        return process
+
+    def _begin_instance(self, overrides: dict[str, str], host: str = "service") -> ServiceInstance:
+        env = self.service_env(overrides, host)
         net = self.driver.network
         decisive = {"DO_NOT_TRACK", *net.telemetry_off_env, net.llm_url_env,
                     *(v for k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") for v in (k, k.lower()))}
         config = {k: env[k] for k in sorted(decisive) if k in env}
-        self.life.append(ServiceInstance(len(self.life) + 1, config, time.time()))
+        instance = ServiceInstance(len(self.life) + 1, config, time.time(), host=host)
+        self.life.append(instance)
+        return instance
 
-    def _await_service(self) -> None:
+    def current(self, host: str = "service") -> ServiceInstance | None:
+        """The latest instance on a host (the running one, unless it was stopped)."""
+        return next((i for i in reversed(self.life) if i.host == host), None)
+
+    def _await_service(self, process: LabProcess, host: str) -> None:
         ready = self.driver.service.ready
+        url = self.url(host) + ready.path
 
         def probe() -> str | None:
             try:
-                status = self.http.get(self.service_url + ready.path, timeout=1).status_code
+                status = self.http.get(url, timeout=1).status_code
             except httpx.TransportError as err:
                 return type(err).__name__
             return None if status == ready.status else f"HTTP {status}"
 
-        _await_ready(self.service, probe, ready.timeout, f"GET {ready.path} answering {ready.status}")
+        _await_ready(process, probe, ready.timeout, f"GET {ready.path} answering {ready.status}")
 
     def restart_service(self, overrides: dict[str, str] | None = None, new_window: bool = True) -> None:
         self.stop_service()
@@ -312,44 +386,56 @@ class Lab:
 
     def notice_exit(self) -> None:
         """A service that exited on its own is noticed and said (it is restarted when next needed)."""
-        if self.service is not None and not self.service.alive() and self.life[-1].stopped is None:
+        instance = self.current()
+        if self.service is not None and not self.service.alive() and instance.stopped is None:
             self.deaths += 1
-            self.life[-1].stopped = time.time()
-            self.warnings.append(f"the service (instance {self.life[-1].number}) exited with code {self.service.wait(0)} "
+            instance.stopped = time.time()
+            self.warnings.append(f"the service (instance {instance.number}) exited with code {self.service.wait(0)} "
                                  "during the run and was restarted; its log is in service.log")
 
     def service_running(self) -> bool:
-        return self.driver.chat.mode == "cli" or bool(self.service and self.service.alive() and self.life and self.life[-1].stopped is None)
+        instance = self.current()
+        return self.driver.chat.mode == "cli" or bool(self.service and self.service.alive() and instance and instance.stopped is None)
 
     def stop_service(self) -> None:
         """Stop the running instance gracefully (its shutdown is part of its life) and wait
         until the witnesses have recorded everything it did."""
         if self.service is not None:
-            if self.service.alive():
-                self.timings["service_cpu"] = self.timings.get("service_cpu", 0.0) + self.service.cpu_seconds()
-            self.service.stop()
-            self.target.processes.remove(self.service)
+            self.stop_process(self.service)
             self.service = None
-        if self.life and self.life[-1].stopped is None:
-            self.life[-1].stopped = time.time()
+        instance = self.current()
+        if instance and instance.stopped is None:
+            instance.stopped = time.time()
             self.drain_witnesses()
 
-    def drain_witnesses(self) -> None:
-        """Wait until everything the service has sent so far is completely recorded."""
-        self.witnesses.drain((self.target.address("service"), WITNESS_TCP))
+    def stop_process(self, process: LabProcess) -> None:
+        if process.alive():
+            self.timings["service_cpu"] = self.timings.get("service_cpu", 0.0) + process.cpu_seconds()
+        process.stop()
+        self.target.processes.remove(process)
+
+    def end_life(self) -> None:
+        """The end of the service's life on every host: each instance stopped, its last words recorded."""
+        self.stop_service()
+        if self.idle_instances is not None:
+            self.idle_instances.stop()
+
+    def drain_witnesses(self, host: str = "service") -> None:
+        """Wait until everything the service has sent so far from a host is completely recorded."""
+        self.witnesses.drain((self.target.address(host), WITNESS_TCP), witness_host(host))
 
     def down(self) -> None:
         """Tear the lab down and delete its state (keys, secrets, logs): what a report keeps
         was copied out, redacted, before."""
         try:
-            self.stop_service()
+            self.end_life()
         finally:
             self.http.close()
             self.target.destroy()  # the lab's directories go with it
 
     def redaction_secrets(self) -> dict[str, str]:
         """Every secret the lab knows of: its own, and what the driver marks secret in the service's env."""
-        secrets = {"llm-api-key": self.llm_api_key, "lab-admin-secret": self.admin_secret}
+        secrets = {"llm-api-key": self.llm_api_key, "lab-admin-secret": self.admin_secret, "lab-witness-secret": self.witness_secret}
         if self.service_token:  # the service's env can be rendered only once the lab is up
             env = self.service_env()
             secrets.update({f"env-{name}": env.get(name, "") for name in self.driver.secret_env})
@@ -359,11 +445,41 @@ class Lab:
     def user(self, persona: str) -> dict:
         return self.directory.user_for(persona)
 
+    def identity(self, persona: str) -> set[str]:
+        """Every name the user goes by (what a header naming them may carry)."""
+        return _names(self.user(persona))
+
+    def people(self) -> dict[str, set[str]]:
+        """Every person of the lab (not the API tokens), by subject, with the names they go by."""
+        return {u["sub"]: _names(u) for u in self.directory.users.values() if u.get("kind") != "api-token"}
+
     def token(self, persona: str, variant: str | None = None) -> str:
         user = self.user(persona)
         return self.tokens.bad(variant, user) if variant else self.tokens.mint(user)
 
-    def chat(self, prompt: str, token: str | None, environment: str = "env-prod", user: str | None = None) -> ChatExchange:
+    def token_kind(self, token: str | None) -> str:
+        if token is None:
+            return "none"
+        return "valid" if token in self.tokens.minted else "bad"
+
+    def chat(self, prompt: str, token: str | None, environment: str = "env-prod", user: str | None = None,
+             role: str = "judged") -> ChatExchange:
+        return self.converse(prompt, token, environment, user, role)[0]
+
+    def converse(self, prompt: str, token: str | None, environment: str = "env-prod", user: str | None = None,
+                 role: str = "judged", host: str = "service") -> tuple[ChatExchange, ChatRecord]:
+        """A chat, and its record: to which instance it went, with which kind of token, and (once
+        the caller has read its window) what the service did for it."""
+        started = time.time()
+        exchange = self._send_chat(prompt, token, environment, user, host)
+        ran = exchange.answered and not (self.driver.chat.mode == "cli" and exchange.exit_code in (126, 127))
+        instance = self.current(host)
+        record = ChatRecord(role, self.token_kind(token), instance.number if instance else 0, host,
+                            exchange.status, exchange.succeeded, ran, started)
+        self.chat_records.append(record)
+        return exchange, record
+
+    def _send_chat(self, prompt: str, token: str | None, environment: str, user: str | None, host: str) -> ChatExchange:
         values = {**self.values(), "prompt": prompt, "environment": environment}
         if token is not None:
             values["user.token"] = token
@@ -372,9 +488,8 @@ class Lab:
             exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user,
                                     self.dirs.outputs, self.dirs.logs / "service.log", self.service_sandbox(command))
         else:
-            exchange = send_chat(self.http, self.service_url, self.driver.chat, values, user)
+            exchange = send_chat(self.http, self.url(host), self.driver.chat, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
-        self.chats.append(exchange.answered)
         return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
@@ -412,6 +527,7 @@ class Lab:
     def idle(self, seconds: float) -> None:
         """An observation window in which the harness does nothing and the witnesses listen."""
         threading.Event().wait(seconds)
+        self.idle_seconds += seconds
 
     def records(self, host: str) -> list[dict]:
         """What a recording host saw in the current window (see RECORDING_HOSTS)."""
@@ -427,6 +543,23 @@ class Lab:
             out += [{**r, "instance": name} for r in proxies.parse_log(name.split("-")[0], text)]
         active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
         out += [{**r, "instance": "squid"} for r in proxies.parse_squid_active(active.text)]
+        return out
+
+    def life_records(self) -> dict[str, dict[str, list[dict]]]:
+        """Everything the recording hosts kept for the lab's whole life, by the service host that
+        did it: its own witnesses, and what the shared hosts recorded from its address (through
+        a proxy, only the main host goes: the idle instances use none)."""
+        whole = {h: self.witnesses.whole_life(h) for h in ("dns", "outside", "provider", "llm")}
+        idle = {self.target.address(h) for h in IDLE_HOSTS}
+        out = {"service": {"witness": self.witnesses.whole_life("witness"), "packets": self.witnesses.whole_life("packets"),
+                           "dns": [q for q in whole["dns"] if q.get("client") not in idle], "outside": whole["outside"],
+                           "provider": [r for r in whole["provider"] if r.get("client") not in idle],
+                           "llm": [r for r in whole["llm"] if r.get("client") == self.target.address("service")],
+                           "proxy": self.proxy_records(whole_life=True)}}
+        for host in IDLE_HOSTS:
+            ip = self.target.address(host)
+            out[host] = {"witness": self.witnesses.whole_life(f"witness:{host}"), "packets": self.witnesses.whole_life(f"packets:{host}"),
+                         **{kind: [r for r in whole[kind] if r.get("client") == ip] for kind in ("dns", "provider", "llm")}}
         return out
 
     def register_scripts(self, scripts: list[dict]) -> None:
@@ -459,6 +592,10 @@ class Lab:
 
     def cp_get(self, path: str, token: str, method: str = "GET", **kw) -> httpx.Response:
         return self.http.request(method, self.url("controlplane") + path, headers={"Authorization": f"Bearer {token}"}, **kw)
+
+
+def _names(user: dict) -> set[str]:
+    return {str(user[k]) for k in ("sub", "email", "name") if user.get(k)}
 
 
 def _await_ready(proc: LabProcess, probe, timeout: float, wanted: str) -> None:

@@ -64,6 +64,18 @@ class LabDirs:
         """Where a one-shot assistant writes its answers (`{output_file}`)."""
         return self.service / "out"
 
+    def instance_dirs(self, host: str) -> tuple[Path, Path]:
+        """A /tmp and a HOME of its own for the service on another of its hosts (an idle
+        instance): nothing one instance leaves behind can change what another does."""
+        if host == "service":
+            return self.tmp, self.scratch
+        tmp, home = self.service / f"tmp-{host}", self.service / f"home-{host}"
+        for path in (tmp, home):
+            path.mkdir(mode=0o700, exist_ok=True)
+            os.chown(path, SERVICE_UID, SERVICE_UID)
+        tmp.chmod(0o1777)
+        return tmp, home
+
     def create(self) -> "LabDirs":
         self.remove()
         for path, mode in ((self.root, 0o755), (self.state, 0o700), (self.logs, 0o700), (self.public, 0o755)):

@@ -21,13 +21,15 @@ from aislab.report.page import clean
 VERDICTS = {
     "violated": "Observed evidence contradicts the claim: the service broke the promise.",
     "undetermined": "The evidence does not decide: a positive control failed (the witnesses were not shown to see), "
-                    "the lab broke or the harness failed. Neither a pass nor a violation.",
+                    "the service was not seen doing the work the claim is about (the exercise control), the lab broke "
+                    "or the harness failed. Neither a pass nor a violation.",
     "waived": "Accepted for a limited time by a named owner, with a justification and an expiry date; "
               "what was observed is shown beside it.",
     "not_applicable": "Not judged: the driver says the service has nothing this claim is about "
                       "(for example no user authentication).",
     "satisfied": "Every scenario of the claim passed, each with a positive control showing the witnesses "
-                 "would have seen a breach.",
+                 "would have seen a breach and an exercise control showing the service did the work it is about "
+                 "(what it was seen doing is shown beside the verdict).",
 }
 # The same, in a few words, beside the claims that have them at the top of the page.
 GLOSSES = {
@@ -77,6 +79,8 @@ class Claim:
     scenarios: list[Scenario]
     reason: str
     not_judged: bool
+    exercise: str = ""  # what the service was seen doing, in words
+    required: str = ""  # what the catalogue requires it be seen doing, per scenario
 
     @property
     def findings(self) -> list[Scenario]:
@@ -162,7 +166,29 @@ def _claim(claim: dict, drill_down: str | None, not_judged: bool) -> Claim:
         reason = "" if scenarios else "No scenario judged this claim."
     return Claim(id=claim["id"], family=claim.get("family", ""), must=claim.get("must", ""), verdict=claim["verdict"],
                  observed=claim.get("observed", claim["verdict"]), waiver=claim.get("waiver"), scenarios=scenarios,
-                 reason=reason, not_judged=not_judged)
+                 reason=reason, not_judged=not_judged, exercise=_exercise(claim.get("exercise")),
+                 required=", ".join(f"{COUNTER_WORDS.get(k, k)} ≥ {v:g}" for k, v in (claim.get("exerciseRequired") or {}).items()))
+
+
+# Exercise counters in a reviewer's words, in the order they tell the story.
+COUNTER_WORDS = {
+    "instances-started": "instances started", "chats-reaching-llm": "chats reaching the LLM",
+    "good-token-accepted": "valid-token chats reaching the LLM", "llm-requests": "LLM requests", "llm-errors": "LLM errors taken",
+    "tool-calls": "tool calls", "tool-results": "tool results returned", "cp-requests": "control-plane requests",
+    "proxy-attempts": "attempts through the proxy", "idle-seconds": "seconds idle", "instances-stopped": "shutdowns",
+    "manifests-rendered": "manifests rendered",
+}
+
+
+def _exercise(exercise: dict | None) -> str:
+    """What a claim's verdict stands on: its scenarios' exercise, added up, in words."""
+    if not exercise or not exercise.get("scenarios"):
+        return ""
+    counts, chats = exercise.get("counts", {}), exercise.get("chats", {})
+    parts = [f"{chats['sent']:g} chats"] if chats.get("sent") else []
+    parts += [f"{v:g} {COUNTER_WORDS[k]}" for k, v in counts.items() if k in COUNTER_WORDS and v and k != "good-token-accepted"]
+    phases = exercise.get("phases") or []
+    return ", ".join(parts) + (f"; phases: {', '.join(phases)}" if phases else "") if parts else "nothing"
 
 
 def _scenario(scenario: dict, drill_down: str | None) -> Scenario:
@@ -175,6 +201,7 @@ def _scenario(scenario: dict, drill_down: str | None) -> Scenario:
 
 def _facts(report: dict) -> list[tuple[str, str, bool]]:
     driver, harness, catalogue = report.get("driver", {}), report.get("harness", {}), report.get("catalogue", {})
+    deployment = report.get("deployment") or {}
     if driver.get("image"):
         started_as = "image " + driver["image"] + (f" ({driver['imageDigest']})" if driver.get("imageDigest") else "")
     elif driver.get("command"):
@@ -194,6 +221,8 @@ def _facts(report: dict) -> list[tuple[str, str, bool]]:
         ("Duration", _duration(report.get("started"), report.get("finished")), False),
         ("Started as", started_as, True),
         ("Claims catalogue", f"{catalogue.get('file', '?')} sha256:{catalogue.get('sha256', '?')}", True),
+        ("Chart (configuration family)", clean.path(deployment["chart"]) if deployment.get("chart") else "", False),
+        ("Values files", ", ".join(clean.path(v) for v in deployment.get("values", [])), False),
     ]
     return [fact for fact in facts if fact[1]]
 

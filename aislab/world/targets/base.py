@@ -17,9 +17,16 @@ from aislab.world.layout import LabDirs, lab_dirs, sweep_orphans
 
 # One topology: the hosts and their address suffix on the lab /24.
 HOSTS = {
-    "harness": 1, "idp": 10, "controlplane": 11, "llm": 12, "service": 20,
+    "harness": 1, "idp": 10, "controlplane": 11, "llm": 12, "service": 20, "idle": 21,
     "tinyproxy": 30, "squid": 31, "provider": 40, "outside": 41, "dns": 53,
 }
+# Hosts where the service under test runs, each with an egress witness beside it: the main one
+# (every scenario's), and one where an instance is kept alive and idle for the whole run in the
+# configuration the whole-life claims of the telemetry opt-out and the air gap are both about (an
+# air-gapped install: DO_NOT_TRACK=true, the LLM inside, no proxy), so that what begins only after
+# tens of seconds of life or idleness shows in any profile, at no wall time.
+IDLE_HOSTS = ("idle",)
+SERVICE_HOSTS = ("service", *IDLE_HOSTS)
 # Main (or admin) port of each Python lab host; the witness lives on the service's host.
 PORTS = {"idp": 5556, "controlplane": 8090, "llm": 8000, "provider": 80, "outside": 8080, "dns": 8080, "witness": 15000}
 MOCKS = ("idp", "controlplane", "llm", "provider", "outside", "dns")
@@ -36,11 +43,27 @@ SERVICE_V6 = "fd00:a15::20"
 # Where the witness's positive-control probe goes (documentation ranges: the witness answers
 # them on the service's host, no packet can leave) and the domain of its canary names.
 PROBE_V4, PROBE_V6, PROBE_DOMAIN = "198.51.100.77", "2001:db8:a15::77", "witness.example"
+PROBE_PROTOCOL = 253  # an IP protocol number for experiments (RFC 3692): the raw-socket probe's
 OUTSIDE_V6 = {"provider": "2001:db8:a15::40", "outside": "2001:db8:a15::41"}
 
 
 SLOTS = 32
 LOCK_DIR = Path("/run/aislab")
+# Run in the service's sandbox with its command as arguments: says what of it cannot be run there.
+SEEN_FROM_INSIDE = r"""
+check() { [ -e "$2" ] || { echo "$1 absent $2"; return 1; }; [ "$1" = argument ] || [ -x "$2" ] || echo "$1 noexec $2"; }
+program=$1; shift
+case "$program" in
+  /*) ;;
+  *) found=$(command -v "$program") || { echo "program absent $program"; exit 0; }; program=$found ;;
+esac
+if check program "$program"; then
+  read -r first < "$program" 2>/dev/null || first=
+  case "$first" in "#!"*) set -- ${first#"#!"} "$@"; case "$1" in /*) check interpreter "$1" && shift ;; esac ;; esac
+fi
+for arg in "$@"; do case "$arg" in /*) check argument "$arg" ;; esac; done
+exit 0
+"""
 
 
 class LabError(RuntimeError):
@@ -57,6 +80,11 @@ class Sandbox:
     uid: int | None  # None: root (its command is not readable by another user; said in the report)
     keep: tuple[str, ...] = ()  # paths it runs from, kept in sight even under its own /tmp
     hostname: str = "service"
+    tmp: Path | None = None  # its private /tmp (default: the main instance's, dirs.tmp)
+
+    @property
+    def private_tmp(self) -> Path:
+        return self.tmp or self.dirs.tmp
 
 
 class LabProcess(ABC):
@@ -187,6 +215,28 @@ class Target(ABC):
                sandbox: Sandbox | None = None) -> subprocess.CompletedProcess:
         """Run a short command on a lab host (the witness's positive-control probes, one-shot
         assistants); at the timeout it is killed with everything it started."""
+
+    def unrunnable(self, command: list[str], sandbox: Sandbox) -> list[str]:
+        """What stops `command` from running inside the service's sandbox, seen from inside it:
+        its program (and a script's interpreter) missing, hidden or not executable, and any
+        other absolute path it names that exists here but not there (a private /tmp hides what
+        lies under the machine's)."""
+        found = self.run_in("service", ["sh", "-c", SEEN_FROM_INSIDE, "preflight", *command], sandbox=sandbox, timeout=20)
+        if found.returncode != 0:
+            raise LabError(f"could not look into the service's sandbox: {found.stderr.strip()[-500:]}")
+        problems = []
+        for line in found.stdout.splitlines():
+            role, kind, path = line.split(" ", 2)
+            here = path.startswith("/") and Path(path).exists()
+            if kind == "noexec":
+                problems.append(f"the {role} {path} is not executable by the service's user inside its sandbox")
+            elif here:  # there on this machine, not in the sandbox
+                problems.append(f"the {role} {path} exists on this machine but not inside the service's sandbox"
+                                + ("; paths under /tmp are private to the service (it gets a /tmp of its own): install it "
+                                   "elsewhere, or list the path in the driver's service.keep_in_sight" if path.startswith("/tmp/") else ""))
+            elif role != "argument":  # an argument that is no path anywhere is just an argument
+                problems.append(f"the {role} {path} does not exist" + ("" if path.startswith("/") else " on the service's PATH"))
+        return problems
 
     @abstractmethod
     def may_run_as(self, uid: int, command: list[str]) -> bool:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from aislab import PROJECT
-from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, HostProcess, LabError, Sandbox, Target, claim_slot
+from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, SERVICE_HOSTS, HostProcess, LabError, Sandbox, Target, claim_slot
 from aislab.world.targets.plumbing import egress_witness_plumbing
 
 
@@ -35,6 +35,11 @@ def _ip_batch(lines: list[str], netns: str | None = None) -> None:
         raise LabError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}\n" + "\n".join(lines))
 
 
+# Docker's default capability set (what a container, or a pod, gets unless told otherwise).
+CONTAINER_CAPS = ",".join(f"+{c}" for c in ("chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid", "setuid",
+                                            "setfcap", "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write"))
+
+
 def sandboxed(command: list[str], sandbox: Sandbox) -> list[str]:
     """The command in its own mount and host-name namespaces: its own /tmp, a fresh /run (no
     Docker socket, no lab locks), the lab's state directory replaced by an empty one, its own
@@ -48,11 +53,17 @@ def sandboxed(command: list[str], sandbox: Sandbox) -> list[str]:
         f"hostname {sandbox.hostname}",
         "mount -t tmpfs -o mode=0755,size=1m aislab-run /run",
         *(f"mkdir -p /run/kept/{i} && mount --bind {q(str(p))} /run/kept/{i}" for i, p in enumerate(kept)),
-        f"mount --bind {q(str(dirs.tmp))} /tmp",
+        f"mount --bind {q(str(sandbox.private_tmp))} /tmp",
         *(f"mkdir -p {q(str(p))} && mount --bind /run/kept/{i} {q(str(p))}" for i, p in enumerate(kept)),
         f"mount -t tmpfs -o mode=0700,size=1m aislab-hidden {q(str(dirs.state))}",
     ])
-    user = [] if sandbox.uid is None else ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups", "--"]
+    # The capabilities a container gets by default, no more: its own user keeps CAP_NET_RAW (raw
+    # and ICMP sockets, as in Docker and Kubernetes, so what it could do in a pod it can do here,
+    # under the witnesses' eyes); root (when its command allows no other user) is bounded to the
+    # same default set, so it cannot rewrite its host's firewall around the witness.
+    user = (["setpriv", f"--bounding-set=-all,{CONTAINER_CAPS}", "--"] if sandbox.uid is None else
+            ["setpriv", f"--reuid={sandbox.uid}", f"--regid={sandbox.uid}", "--clear-groups",
+             "--inh-caps=+net_raw", "--ambient-caps=+net_raw", "--"])
     return ["unshare", "--mount", "--uts", "--propagation", "private", "--",
             "sh", "-c", f'{setup} && exec "$@"', "sandbox", *user, *command]
 
@@ -107,7 +118,8 @@ class LocalTarget(Target):
         for host in HOSTS:
             if host != "harness":
                 self._add_host(host)
-        egress_witness_plumbing(["ip", "netns", "exec", self.netns("service")], [self.address(h) for h in INFRASTRUCTURE])
+        for host in SERVICE_HOSTS:
+            egress_witness_plumbing(["ip", "netns", "exec", self.netns(host)], [self.address(h) for h in INFRASTRUCTURE])
 
     def _add_host(self, host: str) -> None:
         ns = self.netns(host)
@@ -118,10 +130,10 @@ class LocalTarget(Target):
         _ip_batch(["link set lo up", f"addr add {self.address(host)}/24 dev eth0", "link set eth0 up"], ns)
         etc = Path("/etc/netns") / ns
         etc.mkdir(parents=True, exist_ok=True)
-        # A host knows its own name (an ordinary server looks it up), and every lab host's.
-        (etc / "hosts").write_text(
-            f"127.0.0.1 localhost\n127.0.1.1 {host}\n" + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS)
-        )
+        # A host knows its own name (an ordinary server looks it up), and every lab host's; every
+        # instance of the service is called `service` (its sandbox's host name).
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {'service' if host in SERVICE_HOSTS else host}\n"
+                                   + "".join(f"{self.address(h)} {h}.lab\n" for h in HOSTS))
         (etc / "resolv.conf").write_text(f"nameserver {self.subnet}.53\noptions timeout:1 attempts:1\n")
 
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,

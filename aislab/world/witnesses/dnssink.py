@@ -1,10 +1,11 @@
 """DNS sinkhole: answers every name (the lab's map first, the outside collector otherwise) and
 records every query, so a name looked up is evidence even when no connection follows.
 
-The service's host is dual-stack, so it is also given AAAA answers for names outside the lab:
+The service's hosts are dual-stack, so they are also given AAAA answers for names outside the lab:
 addresses in the IPv6 documentation range that only its egress witness can receive, so an
-attempt over IPv6 is witnessed like one over IPv4. The proxies get IPv4 only (named by their
-addresses: the service's host may change its address, a pod per instance on Kubernetes).
+attempt over IPv6 is witnessed like one over IPv4. The other lab hosts (the proxies) get IPv4
+only: they are the ones named (`v4_only`), since a service host's address may move (a pod per
+instance on Kubernetes).
 """
 
 from __future__ import annotations

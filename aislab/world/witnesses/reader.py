@@ -20,22 +20,28 @@ RECORDING_HOSTS = {
     "llm": "every request to the lab's LLM",
     "provider": "every request to the third-party LLM provider",
     "witness": "every attempt to leave the service's host (TCP, UDP, IPv4, IPv6)",
+    "packets": "every other packet the service's host sent (ICMP, raw IP) and every TCP attempt to a lab host",
     "outside": "everything that reached the outside world",
     "dns": "every DNS query",
     "idp": "every request to the identity provider",
 }
 
 
+def witness_host(service_host: str) -> str:
+    """The recording host of the egress witness beside the service on `service_host`."""
+    return "witness" if service_host == "service" else f"witness:{service_host}"
+
+
 class WitnessReader:
-    def __init__(self, http: httpx.Client, url_of: Callable[[str], str], admin_secret: str):
+    def __init__(self, http: httpx.Client, url_of: Callable[[str], str], secret_of: Callable[[str], str]):
         self.http = http
         self.url_of = url_of
-        self.admin_secret = admin_secret
+        self.secret_of = secret_of
         self.marks = dict.fromkeys(RECORDING_HOSTS, 0)
 
     def _get(self, host: str, since: int) -> dict:
         response = self.http.get(f"{self.url_of(host)}/_lab/records", params={"since": since},
-                                 headers={ADMIN_HEADER: self.admin_secret})
+                                 headers={ADMIN_HEADER: self.secret_of(host)})
         if response.status_code != 200:
             raise LabError(f"reading the records of {host} failed: {response.status_code} {response.text[:300]}")
         return response.json()
@@ -59,17 +65,18 @@ class WitnessReader:
     def whole_life(self, host: str) -> list[dict]:
         return self.since(host, 0)
 
-    def drain(self, witness_address: tuple[str, int], timeout: float = 5.0) -> None:
+    def drain(self, witness_address: tuple[str, int], witness: str = "witness", timeout: float = 5.0) -> None:
         """Wait until every connection the service made so far is completely recorded: a
         sentinel queued behind them on the witness proves they were all accepted, and then
-        nothing may be pending anywhere."""
-        ident, head = uuid.uuid4().hex, self.head("witness")
+        nothing may be pending anywhere (its packet witness, the outside world)."""
+        ident, head = uuid.uuid4().hex, self.head(witness)
+        packets = witness.replace("witness", "packets", 1)
         send_sentinel(witness_address, ident)
         deadline = time.monotonic() + timeout
         while True:
-            witness = self._get("witness", head)
-            seen = any(r.get("sentinel") == ident for r in witness["records"])
-            pending = {"witness": witness["pending"], "outside": self._get("outside", 1 << 62)["pending"]}
+            records = self._get(witness, head)
+            seen = any(r.get("sentinel") == ident for r in records["records"])
+            pending = {witness: records["pending"], **{h: self._get(h, 1 << 62)["pending"] for h in (packets, "outside")}}
             if seen and not any(pending.values()):
                 return
             if time.monotonic() >= deadline:

@@ -64,7 +64,8 @@ class MockLLM:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        self._record(request, body)
+        entry = self._record(request, body)
+        entry["response"] = {"status": 404}
         return self._error(404, f"no such endpoint: {request.method} {request.url.path}", "not_found")
 
     def _authorized(self, request: Request) -> bool:
@@ -76,7 +77,8 @@ class MockLLM:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code}}, status)
 
     async def models(self, request: Request) -> Response:
-        self._record(request, None)
+        entry = self._record(request, None)
+        entry["response"] = {"status": 200 if self._authorized(request) else 401}
         if not self._authorized(request):
             return self._error(401, "Incorrect API key provided", "invalid_api_key")
         return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "lab"}]})
@@ -86,18 +88,25 @@ class MockLLM:
         try:
             body = json.loads(raw)
         except ValueError:
-            self._record(request, raw.decode("utf-8", "replace"))
+            self._record(request, raw.decode("utf-8", "replace"))["response"] = {"status": 400}
             return self._error(400, "body is not JSON", "invalid_json")
         entry = self._record(request, body)
+        # What the mock answered is recorded with the request: the lab's own account of what it
+        # asked the service to do (tool calls) and which error path it provoked.
         if not self._authorized(request):
+            entry["response"] = {"status": 401}
             return self._error(401, "Incorrect API key provided", "invalid_api_key")
         if not isinstance(body.get("messages"), list) or not body["messages"]:
+            entry["response"] = {"status": 400}
             return self._error(400, "'messages' must be a non-empty list", "invalid_messages")
         conversation = conversation_of(body["messages"])
         entry["conversation"] = conversation
         turn = plan_turn(self.scripts.get(conversation), body)
         if turn.barrier:
             entry["barrierMet"] = await self._barrier(turn.barrier)
+        entry["response"] = {"status": turn.fail_status or 200,
+                             "toolCalls": [{"id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                                           for c in turn.tool_calls]}
         if turn.fail_status:
             return self._error(turn.fail_status, "scripted provider failure", "scripted_failure")
         if body.get("stream"):
@@ -150,10 +159,11 @@ class MockLLM:
 
     # --- lab admin ---------------------------------------------------------------------
     async def admin_reset(self, request: Request) -> Response:
-        """Forget the scripts (the record of requests is kept for the lab's whole life)."""
+        """Forget the scripts but those meant to outlive scenarios (an idle instance's); the
+        record of requests is kept for the lab's whole life."""
         if not self.requests.authorized(request):
             return JSONResponse({"error": "lab admin secret required"}, 403)
-        self.scripts.clear()
+        self.scripts = {k: v for k, v in self.scripts.items() if v.get("persist")}
         self.barriers.clear()
         return JSONResponse({"ok": True})
 

@@ -33,20 +33,33 @@ def seed_key(tool_name: str, prop: str) -> str | None:
     return None
 
 
-def example(schema: dict, text: str = ""):
-    """A value valid for `schema` (the subset tool and answer schemas use); strings carry `text`."""
+# Where a tool argument names a destination (a host, a URL), the mock names one outside the lab,
+# so that an attempt a tool makes reads as what it is: a request to the outside world.
+DESTINATION = re.compile(r"host|url|uri|endpoint|address|domain|server|site|target", re.I)
+OUTSIDE_HOST = "reachability-check.example.net"
+
+
+def destination(prop: str, schema: dict) -> str | None:
+    if not DESTINATION.search(prop) or schema.get("type", "string") != "string" or "enum" in schema:
+        return None
+    return f"https://{OUTSIDE_HOST}/" if re.search(r"url|uri|endpoint|site", prop, re.I) or schema.get("format") == "uri" else OUTSIDE_HOST
+
+
+def example(schema: dict, text: str = "", prop: str = ""):
+    """A value valid for `schema` (the subset tool and answer schemas use); strings carry `text`,
+    or an outside host where the property names a destination."""
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
         return schema["enum"][0]
     for combined in ("anyOf", "oneOf", "allOf"):
         if schema.get(combined):
-            return example(schema[combined][0], text)
+            return example(schema[combined][0], text, prop)
     kind = schema.get("type", "object")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "string":
-        value = text or "lab"
+        value = text or destination(prop, schema) or "lab"
         return value + "x" * max(0, schema.get("minLength", 0) - len(value))
     if kind in ("integer", "number"):
         # The most a model may ask for where there is a bound (a limit, a number of lines):
@@ -61,7 +74,7 @@ def example(schema: dict, text: str = ""):
     if kind == "object":
         props = schema.get("properties") or {}
         wanted = schema.get("required") or list(props)
-        return {k: example(props.get(k) or {}, text) for k in wanted}
+        return {k: example(props.get(k) or {}, text, k) for k in wanted}
     return None
 
 
@@ -72,7 +85,7 @@ def argument_sets(tool: dict, seed_sets: list[dict]) -> list[dict]:
     props = params.get("properties") or {}
     required = list(params.get("required") or [])
     keys = {p: seed_key(tool["name"], p) for p in required}
-    filled = {p: example(props.get(p) or {}) for p, key in keys.items() if key is None}
+    filled = {p: example(props.get(p) or {}, prop=p) for p, key in keys.items() if key is None}
     seeded = {p: key for p, key in keys.items() if key}
     if not seeded:
         return [filled]

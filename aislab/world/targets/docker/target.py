@@ -27,7 +27,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, LabError, LabProcess, Sandbox, Target, claim_slot
+from aislab.world.targets.base import HOSTS, INFRASTRUCTURE, SERVICE_HOSTS, LabError, LabProcess, Sandbox, Target, claim_slot
 from aislab.world.targets.docker import firewall, images
 from aislab.world.targets.plumbing import egress_witness_plumbing
 
@@ -166,8 +166,9 @@ class DockerTarget(Target):
         with ThreadPoolExecutor(len(hosts)) as pool:
             for host, holder in zip(hosts, pool.map(self._holder, hosts)):
                 self.holders[host] = holder
-        pid = self.holders["service"].get_wrapped_container().attrs["State"]["Pid"]
-        egress_witness_plumbing(["nsenter", "-t", str(pid), "-n"], [self.address(h) for h in INFRASTRUCTURE])
+        for host in SERVICE_HOSTS:
+            pid = self.holders[host].get_wrapped_container().attrs["State"]["Pid"]
+            egress_witness_plumbing(["nsenter", "-t", str(pid), "-n"], [self.address(h) for h in INFRASTRUCTURE])
         self.timings["containers"] = time.monotonic() - t0 - self.timings["images"]
 
     def _holder(self, host: str) -> DockerContainer:
@@ -192,7 +193,9 @@ class DockerTarget(Target):
         else:  # the service: its own directory, the public one, its own /tmp; never the lab's state
             c.with_volume_mapping(str(sandbox.dirs.service), str(sandbox.dirs.service), "rw")
             c.with_volume_mapping(str(sandbox.dirs.public), str(sandbox.dirs.public), "ro")
-            c.with_volume_mapping(str(sandbox.dirs.tmp), "/tmp", "rw")
+            c.with_volume_mapping(str(sandbox.private_tmp), "/tmp", "rw")
+            for kept in (Path(k) for k in sandbox.keep if Path(k).exists()):  # what it runs from (driver: keep_in_sight)
+                c.with_volume_mapping(str(kept), str(kept), "ro")
         c.with_volume_mapping(str(self.etc / "hosts"), "/etc/hosts", "ro")
         c.with_volume_mapping(str(self.etc / "resolv.conf"), "/etc/resolv.conf", "ro")
         c.with_kwargs(
