@@ -30,6 +30,16 @@ def _cluster_scoped_namespaces(path: str):
     return _parse_path(path)
 
 
+class _Emulator(kmock.KubernetesEmulator):
+    """An access review is asked, never stored (kmock would keep it, and refuse the next as a
+    conflict)."""
+
+    async def _handle(self, request):
+        if request.resource is not None and request.resource.plural == "selfsubjectaccessreviews":
+            return await super(kmock.KubernetesEmulator, self)._handle(request)
+        return await super()._handle(request)
+
+
 class KubeMock:
     """Run with `with KubeMock() as api:`; `api.kubeconfig` is a kubeconfig for it."""
 
@@ -67,7 +77,7 @@ class KubeMock:
                 raise
 
     async def _emulate(self) -> None:
-        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+        async with _Emulator() as emulator, kmock.Server(emulator) as server:
             for resource in RESOURCES:
                 emulator.resources[resource] = {}
             emulator["get /version/"] << VERSION

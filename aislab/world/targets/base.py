@@ -221,7 +221,7 @@ class Target(ABC):
         its program (and a script's interpreter) missing, hidden or not executable, and any
         other absolute path it names that exists here but not there (a private /tmp hides what
         lies under the machine's)."""
-        found = self.run_in("service", ["sh", "-c", SEEN_FROM_INSIDE, "preflight", *command], sandbox=sandbox, timeout=20)
+        found = self.look_inside(command, sandbox)
         if found.returncode != 0:
             raise LabError(f"could not look into the service's sandbox: {found.stderr.strip()[-500:]}")
         problems = []
@@ -237,6 +237,10 @@ class Target(ABC):
             elif role != "argument":  # an argument that is no path anywhere is just an argument
                 problems.append(f"the {role} {path} does not exist" + ("" if path.startswith("/") else " on the service's PATH"))
         return problems
+
+    def look_inside(self, command: list[str], sandbox: Sandbox) -> subprocess.CompletedProcess:
+        """SEEN_FROM_INSIDE run in the service's sandbox with `command` as its arguments."""
+        return self.run_in("service", ["sh", "-c", SEEN_FROM_INSIDE, "preflight", *command], sandbox=sandbox, timeout=20)
 
     @abstractmethod
     def may_run_as(self, uid: int, command: list[str]) -> bool:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +89,7 @@ class Cluster:
                 attrs["subresource"] = sub
             if namespaced:
                 attrs["namespace"] = namespace
-            # Named although nothing is stored: in-memory APIs (the offline tests) keep every create.
-            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                      "metadata": {"name": f"aislab-{uuid.uuid4().hex[:12]}"}, "spec": {"resourceAttributes": attrs}}
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {"resourceAttributes": attrs}}
             try:
                 allowed = self.authz.create_self_subject_access_review(review).status.allowed
             except ApiException as err:

@@ -171,6 +171,11 @@ def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images
     }
     spec["initContainers"] = [gate, *(spec.get("initContainers") or [])]
     spec["containers"] = [witness, *([service.container] if service else []), *(spec.get("containers") or [])]
+    # ICMP echo without privileges, as Docker allows every container (a safe, namespaced sysctl):
+    # the plumbing finds it set, since a container cannot write /proc/sys.
+    context = spec.setdefault("securityContext", {})
+    context["sysctls"] = [s for s in context.get("sysctls") or [] if s.get("name") != "net.ipv4.ping_group_range"] + [
+        {"name": "net.ipv4.ping_group_range", "value": "0 2147483647"}]
     spec.update(hostname=host, restartPolicy="Never", enableServiceLinks=False, **_dns(dns_ip),
                 hostAliases=[{"ip": ip, "hostnames": [n]} for n, ip in sorted(host_aliases.items())],
                 terminationGracePeriodSeconds=grace)
@@ -185,6 +190,7 @@ def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images
         "(postStart) and it keeps recording through the service's shutdown (preStop)",
         f"dnsPolicy None, nameserver {dns_ip} (the lab's DNS sinkhole); hostAliases for the lab's host names; hostname {host}",
         "restartPolicy Never (one pod per service instance: the harness restarts it, so each instance's life is attributed)",
+        "securityContext.sysctls net.ipv4.ping_group_range=0 2147483647 (unprivileged ICMP echo, as Docker allows)",
         f"terminationGracePeriodSeconds {grace} (the witness outlives the service's shutdown)",
         "volumes pod, lab-state, lab-public, lab-service (emptyDir; the lab's files delivered through the API)",
     ]

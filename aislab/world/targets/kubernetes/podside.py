@@ -172,8 +172,10 @@ def run_to_end() -> int:
     """A short command (a probe, a one-shot chat): its stdout and stderr, and its exit code as
     this process's own; at its timeout it is killed with everything it started (exit 137)."""
     req = _read_request()
+    uid = req.get("uid")
+    as_user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
     proc = subprocess.Popen(req["command"], env=_environment(req.get("env")), cwd=req.get("cwd") or "/",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **as_user)
     try:
         out, err = proc.communicate(timeout=req.get("timeout", 10))
     except subprocess.TimeoutExpired:

@@ -334,11 +334,21 @@ class KubernetesTarget(Target):
         if sandbox is not None:
             raise LabError("one-shot assistants (chat.mode: cli) are not supported on the kubernetes target yet; "
                            "use --target local or docker")
+        return self._run_in(host, command, timeout, env)
+
+    def look_inside(self, command: list[str], sandbox: Sandbox) -> subprocess.CompletedProcess:
+        """In the lab image the service's command runs from, as the service's user."""
+        from aislab.world.targets.base import SEEN_FROM_INSIDE
+
+        return self._run_in("service", ["sh", "-c", SEEN_FROM_INSIDE, "preflight", *command], 20, None, sandbox.uid)
+
+    def _run_in(self, host: str, command: list[str], timeout: float, env: dict[str, str] | None,
+                uid: int | None = None) -> subprocess.CompletedProcess:
         if host in self.witnessed:  # in the service's network namespace, from the witness's container
             pod, container = self.witnessed[host].pod, WITNESS_CONTAINER
         else:
             pod, container = f"host-{host}", HOST_CONTAINER
-        request = {"command": command, "env": env, "cwd": self.project, "timeout": timeout}
+        request = {"command": command, "env": env, "cwd": self.project, "timeout": timeout, "uid": uid}
         out, err, code = self.cluster.exec(self.namespace, pod, container, [*PODSIDE, "exec"], request, timeout=timeout + 30)
         try:
             result = json.loads(out.strip().splitlines()[-1])
@@ -351,18 +361,22 @@ class KubernetesTarget(Target):
     def may_run_as(self, uid: int, command: list[str]) -> bool:
         return True  # the lab image is readable by every user
 
-    def witness_records(self, address: str) -> list[dict]:
-        """Everything a witness recorded (read as the harness reads it: the admin secret is the
-        lab's, on this machine)."""
+    def witness_records(self, address: str) -> dict[str, list[dict]]:
+        """Everything a witnessed host's witnesses recorded (read as the harness reads them: the
+        witness secret is the lab's, on this machine)."""
         import httpx
 
-        secret = json.loads((self.dirs.state / "lab.json").read_text())["admin_secret"]
+        secret = json.loads((self.dirs.state / "lab.json").read_text())["witness_secret"]
+        found = {}
         with httpx.Client(trust_env=False, timeout=30) as http:
-            response = http.get(f"http://{address}:{PORTS['witness']}/_lab/records", params={"since": 0},
-                                headers={"x-lab-admin": secret})
-        if response.status_code != 200:
-            raise LabError(f"reading the witness's record at {address} failed: {response.status_code} {response.text[:300]}")
-        return response.json()["records"]
+            for name, path in (("witness", ""), ("packets", "/packets")):
+                response = http.get(f"http://{address}:{PORTS['witness']}{path}/_lab/records", params={"since": 0},
+                                    headers={"x-lab-admin": secret})
+                if response.status_code != 200:
+                    raise LabError(f"reading the {name} witness's record at {address} failed: {response.status_code} "
+                                   f"{response.text[:300]}")
+                found[name] = response.json()["records"]
+        return found
 
     # --- the service from the chart -------------------------------------------------------------
     def deploy_service_from_chart(self, deployment, container: str, overrides: dict, values) -> None:
@@ -541,7 +555,7 @@ class WitnessedHost:
         self.generation = 0
         self.witness_spec: dict | None = None
         self.witness_log: Path | None = None
-        self.archive: list[dict] = []
+        self.archive: dict[str, list[dict]] = {}  # by witness (witness, packets): what the pods before recorded
         self.carried: str | None = None  # the service's /tmp of the last pod, as a base64 tar.gz
         self.current: ServicePod | None = None
         self.witness: WitnessProcess | None = None
@@ -599,9 +613,10 @@ class WitnessedHost:
         """The lab's files, the witness's record so far, the service's /tmp, the plumbing."""
         target = self.target
         self._await_gate()
-        archive = json.dumps(self.archive).encode()
+        archives = {str(target.dirs.state / f"{name}-archive.json"): json.dumps(records).encode()
+                    for name, records in self.archive.items()}
         request = {
-            "files": target._lab_files(extra={str(target.dirs.state / "witness-archive.json"): archive}),
+            "files": target._lab_files(extra=archives),
             "carried": self.carried if service is not None and service.tmp_volume else None,
             "carried_under": manifests.CARRIED_TMP, "service_owner": None,
             "plumbing": {"allowed": [target.address(h) for h in INFRASTRUCTURE]},
