@@ -25,6 +25,7 @@ import datetime
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -177,6 +178,27 @@ def machine_state() -> dict:
     for tool in ("iptables", "ip6tables"):
         state[tool] = {t: sorted(_run([tool, "-w", "-t", t, "-S"], check=False).stdout.strip().splitlines()) for t in TABLES}
     return state
+
+
+def footprint() -> dict:
+    """What of the machine is the cluster's (others may change the rest meanwhile: docker labs,
+    network-namespace labs): its bridge and pod veths, routes to its networks, its iptables
+    rules and chains, its mounts and network namespaces, kubepods cgroups, its live processes.
+    Empty once stopped."""
+    ours = lambda text: any(p in text for p in (*CHAIN_PREFIXES, BRIDGE, "10.236.", "10.237."))  # noqa: E731
+    links = _run(["ip", "-o", "link", "show"]).stdout.splitlines()
+    found = {
+        "links": sorted(line.split(":")[1].strip() for line in links if f"master {BRIDGE}" in line or f" {BRIDGE}:" in line),
+        "routes": sorted(r for r in _run(["ip", "route", "show"]).stdout.splitlines() if ours(r)),
+        "mounts": sorted({p for p in (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+                          if p.startswith((str(RUN), str(DATA), "/run/netns/cni-"))}),
+        "netns": sorted(p.name for p in Path("/run/netns").glob("cni-*")) if Path("/run/netns").is_dir() else [],
+        "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods*")),
+        "processes": sorted(p for p in our_processes() if _alive(p)),
+    }
+    for tool in ("iptables", "ip6tables"):
+        found[tool] = sorted(line for line in _run([tool + "-save"], check=False).stdout.splitlines() if ours(line))
+    return {k: v for k, v in found.items() if v}
 
 
 def _sysctl(key: str) -> str | None:
@@ -561,9 +583,9 @@ def _remove_chains(tool: str, before: dict[str, list[str]]) -> None:
         rules = _run([tool, "-w", "-t", table, "-S"], check=False).stdout.splitlines()
         for rule in rules:
             if rule.startswith("-A ") and rule not in had and any(p in rule for p in CHAIN_PREFIXES):
-                chain = rule.split()[1]
-                if not chain.startswith(CHAIN_PREFIXES):  # rules in built-in chains jumping to ours
-                    subprocess.run([tool, "-w", "-t", table, "-D", *rule.split()[1:]], capture_output=True)
+                words = shlex.split(rule)  # comments are quoted
+                if not words[1].startswith(CHAIN_PREFIXES):  # rules in built-in chains jumping to ours
+                    subprocess.run([tool, "-w", "-t", table, "-D", *words[1:]], capture_output=True)
         for rule in rules:
             if rule.startswith("-N ") and rule not in had and rule.split()[1].startswith(CHAIN_PREFIXES):
                 subprocess.run([tool, "-w", "-t", table, "-F", rule.split()[1]], capture_output=True)

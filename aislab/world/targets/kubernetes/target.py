@@ -290,12 +290,13 @@ class KubernetesTarget(Target):
                 + "".join(f"{ip} {h}.lab\n" for ip, h in known if ip != "0.0.0.0"))
 
     def host_moved(self) -> None:
-        """A witnessed host has a new address (a new pod): every lab host learns it, as the
-        local target's hosts files have it (a proxy's reverse lookups stay off the wire)."""
+        """A witnessed host has a new address (a new pod): the proxies learn it, as the local
+        target's hosts files have it (their reverse lookups of a client stay off the wire; the
+        mocks look nobody up)."""
         def update(host: str) -> None:
             self.cluster.exec(self.namespace, f"host-{host}", HOST_CONTAINER, [*PODSIDE, "hosts"], {"hosts": self.etc_hosts(host)})
 
-        hosts = [h for h in lab_hosts() if h in self.addresses]
+        hosts = [h for h in PROXY_HOSTS if h in self.addresses]  # the lab's programs that look their clients up
         with ThreadPoolExecutor(len(hosts)) as pool:
             list(pool.map(update, hosts))
         for program in self.processes:
@@ -674,6 +675,7 @@ class _PodLogs:
         self.ready = threading.Event()
         self.ended = threading.Event()
         self.stop = threading.Event()
+        self.stopping = threading.Event()  # the harness deleted the pod
         self.code: int | None = None
         target.follow(self.stop)
 
@@ -702,7 +704,9 @@ class _PodLogs:
                         if b"READY" in lines:
                             self.ready.set()
             response.release_conn()
-            self.code = self._exit_code(pod)
+            # A pod being deleted reports no container state until all its containers are gone
+            # (its witness waits to be drained): an end the harness asked for needs no code.
+            self.code = -15 if self.stopping.is_set() else self._exit_code(pod)
         except Exception as err:  # noqa: BLE001 - the pod went under us
             with self.log.open("a") as fh:
                 fh.write(f"[lab] lost the log of {pod}/{self.container}: {type(err).__name__}\n")
@@ -792,6 +796,7 @@ class ServicePod(LabProcess):
     def signal(self, sig: int) -> None:
         if self.pod and not self.deleted:
             self.deleted = True
+            self.logs.stopping.set()
             target = self.host.target
             try:
                 target.cluster.core.delete_namespaced_pod(self.pod, target.namespace)
