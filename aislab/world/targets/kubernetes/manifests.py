@@ -74,6 +74,7 @@ class ServiceContainer:
     pod_spec: dict = field(default_factory=dict)  # the chart's pod spec (without its containers), else {}
     pod_labels: dict = field(default_factory=dict)
     tmp_volume: str | None = None  # an emptyDir the service has at /tmp, carried to its next pod
+    from_chart: bool = False
     added: list[str] = field(default_factory=list)  # what the harness added or changed, for the report
 
 
@@ -138,7 +139,7 @@ def chart_container(template: dict, container_name: str, env: dict[str, str], di
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
     tmp_volume = tmp if tmp and "emptyDir" in volumes.get(tmp, {}) else None
     spec["containers"] = others
-    return ServiceContainer(container, spec, dict((template.get("metadata") or {}).get("labels") or {}), tmp_volume, added)
+    return ServiceContainer(container, spec, dict((template.get("metadata") or {}).get("labels") or {}), tmp_volume, added, True)
 
 
 def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images: Images, dirs: LabDirs,
@@ -179,7 +180,7 @@ def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images
     spec.update(hostname=host, restartPolicy="Never", enableServiceLinks=False, **_dns(dns_ip),
                 hostAliases=[{"ip": ip, "hostnames": [n]} for n, ip in sorted(host_aliases.items())],
                 terminationGracePeriodSeconds=grace)
-    if not service or not service.pod_spec:
+    if not service or not service.from_chart:  # the chart says for itself whether its pod gets a token
         spec["automountServiceAccountToken"] = False
     pod_labels = {**(service.pod_labels if service else {}), **labels, HOST_LABEL: host, ROLE_LABEL: "witnessed-host"}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": pod_labels}, "spec": spec}

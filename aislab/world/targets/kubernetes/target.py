@@ -239,13 +239,15 @@ class KubernetesTarget(Target):
             if status.phase in ("Failed", "Succeeded"):
                 raise self._pod_failed(name, f"the pod ended ({status.phase})")
             ready = status.pod_ip and (not running or status.phase == "Running")
-            if ready and container:
-                ready = any(s.name == container and s.state and s.state.running for s in status.container_statuses or [])
+            if ready and container:  # started: running, or already ended (its end is the caller's to tell)
+                ready = any(s.name == container and s.state and (s.state.running or s.state.terminated)
+                            for s in status.container_statuses or [])
             if ready:
                 return status.pod_ip
             if time.monotonic() > deadline:
-                raise self._pod_failed(name, f"not {'running' if running else 'given an address'} within {timeout:.0f}s "
-                                             f"(phase {status.phase})")
+                what = f"its container {container} did not start" if container else \
+                    f"not {'running' if running else 'given an address'}"
+                raise self._pod_failed(name, f"{what} within {timeout:.0f}s (phase {status.phase})")
             time.sleep(0.1)
 
     def _pod_failed(self, name: str, why: str) -> LabError:
