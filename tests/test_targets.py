@@ -48,9 +48,9 @@ def leftovers(name: str, slot: int) -> list[str]:
     if name == "kubernetes":
         from aislab.world.targets.kubernetes.cluster import Access, Cluster
         from aislab.world.targets.kubernetes.manifests import LABEL
-        from aislab.world.targets.kubernetes.target import machine_id
+        from aislab.world.targets.kubernetes.target import lab_tag
 
-        tag = f"{machine_id()}-{slot}"
+        tag = lab_tag("kubernetes", slot)
         return [n.metadata.name for n in Cluster(Access()).core.list_namespace(label_selector=f"{LABEL}={tag}").items]
     client = docker.from_env()
     label = f"{docker_target.LABEL}=aislab-d{slot}"

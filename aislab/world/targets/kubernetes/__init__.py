@@ -20,11 +20,11 @@ def acquire(name: str, settings: dict):
 def preflight(name: str, settings: dict) -> None:
     """Before any scenario: kind's CLI, or the cluster reachable and the permissions a lab needs."""
     from aislab.world.targets.kubernetes.cluster import Access, Cluster
-    from aislab.world.targets.kubernetes.target import machine_id
+    from aislab.world.targets.kubernetes.target import lab_tag
 
     if name == "kind":
         from aislab.world.targets.kubernetes.kind import kind_binary
 
         kind_binary()
         return
-    Cluster(Access(settings.get("kubeconfig"), settings.get("context"))).check_permissions(f"aislab-{machine_id()}-0")
+    Cluster(Access(settings.get("kubeconfig"), settings.get("context"))).check_permissions(f"aislab-{lab_tag(name, 0)}")

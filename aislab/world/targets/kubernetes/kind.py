@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aislab.world.targets.base import LabError, claim_slot
 from aislab.world.targets.kubernetes.cluster import Access, Cluster
-from aislab.world.targets.kubernetes.target import KubernetesTarget, Settings, machine_id
+from aislab.world.targets.kubernetes.target import KubernetesTarget, Settings, lab_tag, machine_id
 
 KIND_INSTALL = ("--target kind needs the `kind` CLI on PATH, and Docker: install kind from "
                 "https://kind.sigs.k8s.io/docs/user/quick-start/#installation (a release binary, or "
@@ -83,7 +83,7 @@ class KindTarget(KubernetesTarget):
             path.write_text(kind("get", "kubeconfig", "--name", name).stdout)
         try:
             cluster = Cluster(Access(str(path), None))
-            cluster.check_permissions(f"aislab-{machine_id()}-{slot}")
+            cluster.check_permissions(f"aislab-{lab_tag(cls.name, slot)}")
             route = _route_to_pods(cluster)
         except BaseException:
             if created and not keep:

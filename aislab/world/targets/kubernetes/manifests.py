@@ -74,8 +74,8 @@ class ServiceContainer:
     pod_spec: dict = field(default_factory=dict)  # the chart's pod spec (without its containers), else {}
     pod_labels: dict = field(default_factory=dict)
     tmp_volume: str | None = None  # an emptyDir the service has at /tmp, carried to its next pod
-    from_chart: bool = False
     added: list[str] = field(default_factory=list)  # what the harness added or changed, for the report
+    from_chart: bool = False
 
 
 def driver_container(command: list[str] | None, env: dict[str, str], image: str | None, images: Images, uid: int | None,
@@ -139,7 +139,7 @@ def chart_container(template: dict, container_name: str, env: dict[str, str], di
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
     tmp_volume = tmp if tmp and "emptyDir" in volumes.get(tmp, {}) else None
     spec["containers"] = others
-    return ServiceContainer(container, spec, dict((template.get("metadata") or {}).get("labels") or {}), tmp_volume, added, True)
+    return ServiceContainer(container, spec, dict((template.get("metadata") or {}).get("labels") or {}), tmp_volume, added, from_chart=True)
 
 
 def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images: Images, dirs: LabDirs,

@@ -67,6 +67,11 @@ def machine_id() -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:8]
 
 
+def lab_tag(target: str, slot: int) -> str:
+    """A lab's label and the rest of its namespace's name: this machine's, this target's, its slot."""
+    return f"{machine_id()}-{target}-{slot}"
+
+
 def lab_hosts() -> list[str]:
     return [h for h in HOSTS if h != "harness" and (h in MOCKS or h in PROXY_HOSTS)]
 
@@ -92,8 +97,8 @@ class KubernetesTarget(Target):
         self.cluster = cluster
         self.settings = settings
         self.machine = machine_id()
-        self.namespace = f"aislab-{self.machine}-{slot}"
-        self.tag = f"{self.machine}-{slot}"
+        self.tag = lab_tag(self.name, slot)
+        self.namespace = f"aislab-{self.tag}"
         self.run_id = uuid.uuid4().hex[:12]
         self.subnet = "pods"
         self.labels = {LABEL: self.tag, MACHINE_LABEL: self.machine, RUN_LABEL: self.run_id}
@@ -116,7 +121,7 @@ class KubernetesTarget(Target):
         need_docker()
         cluster = Cluster(settings.access)
         # Permissions are asked for the namespace of slot 0 (they are the same for every slot).
-        cluster.check_permissions(f"aislab-{machine_id()}-0")
+        cluster.check_permissions(f"aislab-{lab_tag(cls.name, 0)}")
         slot, fd = claim_slot("kubernetes", lambda n: cls(n, None, cluster, settings)._remove_leftovers())
         return cls(slot, fd, cluster, settings)
 
