@@ -18,18 +18,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
-import yaml
 
 from aislab.driver import load_driver
-from aislab.judging.configuration import SCHEMA_VERSIONS
 from aislab.world.lab import Lab
 from aislab.world.targets import make_target
 from aislab.world.targets.kubernetes import local
 from aislab.world.targets.kubernetes.cluster import Access, Cluster
 from aislab.world.targets.kubernetes.manifests import LABEL
 from tests.suite_runs import DRIVERS, PROJECT, run_suite
+from tests.test_kubernetes_offline import schema_errors
 from tests.test_mutant_matrix import BY_NAME, DOCKER_VARIANTS, FAMILY_OF, WITH_CHART
 
 BENCH = PROJECT / "reports" / "kubernetes-bench.json"
@@ -78,13 +76,7 @@ def test_a_real_lab_creates_only_valid_objects_and_says_what_it_added(local_clus
         lab.down()
     bench(lab_up_seconds=round(up, 1), service_restart_seconds=round(restart, 1))
     assert {o["kind"] for o in created} == {"Namespace", "Pod"}
-    errors = []
-    for obj in created:
-        for version in SCHEMA_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as err:
-                errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {err.message} ({version})")
+    errors = schema_errors(created)
     assert not errors, errors
     assert details["kubernetesVersion"] == "v1.20.2" and details["images"] == "imported into the local cluster's containerd"
     assert any("aislab-witness" in a for a in details["addedToTheServicePod"])

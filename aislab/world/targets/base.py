@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -120,6 +121,19 @@ class LabProcess(ABC):
 
     def stop(self, grace: float = 3.0) -> None:
         stop_all([self], grace)
+
+    def _await_ready_event(self, ready: threading.Event, exited: threading.Event, timeout: float) -> None:
+        """For a program whose output a thread reads: until that thread saw READY, or the program
+        ended first (its code in `self.returncode`)."""
+        deadline = time.monotonic() + timeout
+        while not ready.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._not_ready(timeout, None)
+            if exited.wait(min(left, 0.05)):
+                if ready.is_set():
+                    return
+                raise self._not_ready(timeout, self.returncode)
 
     def _not_ready(self, timeout: float, code: int | None) -> LabError:
         if code is not None:

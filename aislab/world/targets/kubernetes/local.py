@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aislab import PROJECT
+from aislab.world.pki import subject_alt_names
 from aislab.world.targets.base import LabError
 
 CACHE = Path(os.environ.get("AISLAB_K8S_CACHE", "/var/cache/aislab/kubernetes"))
@@ -130,19 +131,11 @@ class Authority:
         path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
     def issue(self, name: str, cn: str, org: str | None = None, server_names: tuple[str, ...] = ()) -> None:
-        import ipaddress
-
         key = ec.generate_private_key(ec.SECP256R1())
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = self._builder(cn, org, key).add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         if server_names:
-            sans = []
-            for n in server_names:
-                try:
-                    sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-                except ValueError:
-                    sans.append(x509.DNSName(n))
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName(subject_alt_names(server_names)), critical=False)
         self._write(name, self._sign(builder, self.key), key)
 
     def kubeconfig(self, path: Path, name: str) -> Path:

@@ -291,41 +291,21 @@ def retire() -> int:
     return 0
 
 
+COMMANDS = {
+    "hold": hold, "run": run, "follow": follow, "signal": lambda name, sig: send_signal(name, int(sig)), "cpu": cpu,
+    "exec": run_to_end, "read": lambda path, offset: read(path, int(offset)), "gate": gate, "deliver": deliver,
+    "witness": witness, "hosts": hosts, "await-port": lambda port: await_port(int(port)),
+    "hold-until-released": hold_until_released, "release": release, "retire": retire,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0)
-    if command == "hold":
-        return hold()
-    if command == "run":
-        return run()
-    if command == "follow":
-        return follow(args[0])
-    if command == "signal":
-        return send_signal(args[0], int(args[1]))
-    if command == "cpu":
-        return cpu(args[0])
-    if command == "exec":
-        return run_to_end()
-    if command == "read":
-        return read(args[0], int(args[1]))
-    if command == "gate":
-        return gate()
-    if command == "deliver":
-        return deliver()
-    if command == "witness":
-        return witness()
-    if command == "hosts":
-        return hosts()
-    if command == "await-port":
-        return await_port(int(args[0]))
-    if command == "hold-until-released":
-        return hold_until_released()
-    if command == "release":
-        return release()
-    if command == "retire":
-        return retire()
-    print(f"podside: unknown command {command}", file=sys.stderr)
-    return 2
+    command = COMMANDS.get(args[0]) if args else None
+    if command is None:
+        print(f"podside: unknown command {args[:1]}; one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return command(*args[1:])
 
 
 if __name__ == "__main__":

@@ -538,15 +538,7 @@ class HostProgram(LabProcess):
             return 0.0
 
     def await_ready_line(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._ready.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._not_ready(timeout, None)
-            if self._exited.wait(min(left, 0.05)):
-                if self._ready.is_set():
-                    return
-                raise self._not_ready(timeout, self.returncode)
+        self._await_ready_event(self._ready, self._exited, timeout)
 
 
 # --- the witnessed host (the service's) -------------------------------------------------------------
