@@ -82,35 +82,53 @@ def test_a_real_lab_creates_only_valid_objects_and_says_what_it_added(local_clus
     assert any("aislab-witness" in a for a in details["addedToTheServicePod"])
 
 
-def test_the_suite_from_the_chart_gives_the_same_verdicts_as_the_local_target(local_cluster, tmp_path):
+PARALLEL = 3  # suite runs at once, each in a lab (a namespace) of its own
+
+
+@pytest.fixture(scope="module")
+def runs(local_cluster, tmp_path_factory) -> dict:
+    """The suite from the chart on the cluster and on the local target, and the docker target's
+    subset of mutants on the cluster, each over the families of the claims it breaks (the lean
+    subset: the other families are judged by the full run), PARALLEL at a time."""
+    root = tmp_path_factory.mktemp("kubernetes-runs")
+    jobs = {"kubernetes": ("kubernetes", None, WITH_CHART, "reference-chart.yaml"),
+            "local": ("local", None, WITH_CHART, "reference-chart.yaml")}
+    for name in DOCKER_VARIANTS:
+        subject = BY_NAME[name]
+        families = ",".join(sorted({FAMILY_OF[c] for c in subject.declared}))
+        jobs[name] = ("kubernetes", subject.variant, ("--claims", families), subject.driver)
+
+    def run(item):
+        name, (target, variant, extra, driver) = item
+        return name, run_suite(name, root / name.replace(":", "-"), variant, ["--target", target, *extra], driver=DRIVERS / driver)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        done = dict(pool.map(run, jobs.items()))
+    bench(cluster_runs_wall_seconds=round(time.monotonic() - started, 1),
+          suite_seconds_kubernetes=round(done["kubernetes"].seconds, 1), suite_seconds_local=round(done["local"].seconds, 1))
+    done["report"] = json.loads((root / "kubernetes" / "conformance-report.json").read_text())
+    return done
+
+
+def test_the_suite_from_the_chart_gives_the_same_verdicts_as_the_local_target(runs):
     """The reference installed from the stand-in chart with the sample values, on the cluster;
     the same driver on the local target: the same verdict for every claim."""
-    with ThreadPoolExecutor(2) as pool:
-        on_cluster = pool.submit(run_suite, "kubernetes", tmp_path / "kubernetes", extra=["--target", "kubernetes", *WITH_CHART],
-                                 driver=DRIVERS / "reference-chart.yaml")
-        here = pool.submit(run_suite, "local", tmp_path / "local", extra=["--target", "local", *WITH_CHART],
-                           driver=DRIVERS / "reference-chart.yaml")
-        on_cluster, here = on_cluster.result(), here.result()
-    bench(suite_seconds_kubernetes=round(on_cluster.seconds, 1), suite_seconds_local=round(here.seconds, 1))
+    on_cluster, here = runs["kubernetes"], runs["local"]
     differing = {c: (here.verdicts.get(c), v) for c, v in on_cluster.verdicts.items() if here.verdicts.get(c) != v}
     assert not differing, f"verdicts differ (local, kubernetes): {differing}\n{on_cluster.output}"
     assert set(on_cluster.verdicts) == set(here.verdicts)
-    report = json.loads((tmp_path / "kubernetes" / "conformance-report.json").read_text())
-    added = report["targetDetails"]["addedToTheServicePod"]
+    added = runs["report"]["targetDetails"]["addedToTheServicePod"]
     assert any("Deployment/testkube-ai-service: its pod template" in a for a in added), added
 
 
 @pytest.mark.parametrize("name", DOCKER_VARIANTS)
-def test_the_docker_targets_mutants_are_killed_by_the_same_claims(local_cluster, tmp_path, name):
-    """Each variant over the families of the claims it breaks (the lean subset: the others are
-    judged by the full run above): exactly its declared claims violated among them."""
-    subject = BY_NAME[name]
-    families = sorted({FAMILY_OF[c] for c in subject.declared})
-    run = run_suite(name, tmp_path / "run", subject.variant, ["--target", "kubernetes", "--claims", ",".join(families)],
-                    driver=DRIVERS / subject.driver)
+def test_the_docker_targets_mutants_are_killed_by_the_same_claims(runs, name):
+    """Exactly its declared claims violated among the families it is run over."""
+    run, declared = runs[name], BY_NAME[name].declared
     violated = run.with_verdict("violated")
-    assert subject.declared <= violated, f"{name} survived {sorted(subject.declared - violated)} on kubernetes\n{run.output}"
-    assert violated <= subject.declared, f"{name} also violated {sorted(violated - subject.declared)} on kubernetes\n{run.output}"
+    assert declared <= violated, f"{name} survived {sorted(declared - violated)} on kubernetes\n{run.output}"
+    assert violated <= declared, f"{name} also violated {sorted(violated - declared)} on kubernetes\n{run.output}"
 
 
 def test_a_run_killed_with_sigkill_leaves_its_namespace_to_the_next_run(local_cluster, cluster, tmp_path):
