@@ -131,6 +131,18 @@ def test_the_docker_targets_mutants_are_killed_by_the_same_claims(runs, name):
     assert violated <= declared, f"{name} also violated {sorted(violated - declared)} on kubernetes\n{run.output}"
 
 
+def test_without_a_route_to_the_pods_the_harness_goes_through_its_relay_pod(runs, tmp_path):
+    """As on a cluster whose pod network this machine cannot route to: every connection of the
+    harness relayed through the lab's harness pod (exec); the same verdicts as direct."""
+    claims = ["AIS-AUTH-01", "AIS-AUTH-03", "AIS-PROXY-03", "AIS-TELEM-01"]
+    run = run_suite("relay", tmp_path / "relay", extra=["--target", "kubernetes", *WITH_CHART, "--claims", ",".join(claims)],
+                    driver=DRIVERS / "reference-chart.yaml", env_extra={"AISLAB_K8S_POD_ACCESS": "relay"})
+    direct = runs["kubernetes"].verdicts
+    assert {c: run.verdicts[c] for c in claims} == {c: direct[c] for c in claims}, run.output
+    report = json.loads((tmp_path / "relay" / "conformance-report.json").read_text())
+    assert report["targetDetails"]["podAccess"].startswith("relay"), report["targetDetails"]
+
+
 def test_a_run_killed_with_sigkill_leaves_its_namespace_to_the_next_run(local_cluster, cluster, tmp_path):
     before = lab_namespaces(cluster)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

@@ -94,7 +94,9 @@ class Lab:
         self._values: dict[str, str] | None = None
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
-        self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
+        # Never the service's proxy settings; through the target's way to its hosts (on a cluster
+        # whose pods this machine cannot route to, a relay).
+        self.http = httpx.Client(trust_env=False, timeout=30, transport=self.target.http_transport())
         self.witnesses = WitnessReader(self.http, self.url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
@@ -275,7 +277,7 @@ class Lab:
 
     def _spawn_proxies(self) -> list[tuple[LabProcess, str, int]]:
         addr = self.target.address
-        specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), addr("harness").rsplit(".", 1)[0]),
+        specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), self.target.lab_network()),
                  "squid": proxies.squid(self.proxy_dir, addr("squid"), addr("dns"))}
         started = []
         for kind, group in specs.items():
@@ -291,7 +293,7 @@ class Lab:
         def probe() -> str | None:
             with socket.socket() as s:
                 s.settimeout(0.5)
-                return None if s.connect_ex((ip, port)) == 0 else "refused"
+                return None if s.connect_ex(self.target.reach(ip, port)) == 0 else "refused"
 
         _await_ready(proc, probe, timeout, f"{ip}:{port} open")
 
@@ -422,7 +424,7 @@ class Lab:
 
     def drain_witnesses(self, host: str = "service") -> None:
         """Wait until everything the service has sent so far from a host is completely recorded."""
-        self.witnesses.drain((self.target.address(host), WITNESS_TCP), witness_host(host))
+        self.witnesses.drain(self.target.reach(self.target.address(host), WITNESS_TCP), witness_host(host))
 
     def down(self) -> None:
         """Tear the lab down and delete its state (keys, secrets, logs): what a report keeps

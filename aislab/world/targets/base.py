@@ -276,6 +276,19 @@ class Target(ABC):
         except FileNotFoundError:
             return 0
 
+    def lab_network(self) -> str:
+        """The lab's hosts' addresses, as a CIDR (who the accepting proxy serves)."""
+        return f"{self.subnet}.0/24"
+
+    def reach(self, address: str, port: int) -> tuple[str, int]:
+        """Where the harness connects to reach `address:port` of a lab host: the address itself,
+        unless the hosts are behind a relay (a cluster whose pods this machine cannot route to)."""
+        return address, port
+
+    def http_transport(self):
+        """The harness's HTTP transport to the lab's hosts (None: httpx's own)."""
+        return None
+
     def deploy_service_from_chart(self, deployment, container: str | None, overrides: dict, values) -> None:
         """Run the service as its chart deploys it (render, then run); a target without a
         cluster runs it with the chart's env alone (the driver's env, already taken from it)."""

@@ -18,6 +18,7 @@ exec protocol of older clusters cannot close stdin), answers come back on stdout
     await-port PORT      postStart of the witness: return once it listens (the service starts after)
     hold-until-released  preStop of the witness: keep recording until the harness has drained it
     retire               the service's /tmp, for the next pod
+    relay ADDRESS PORT   in the harness pod: one connection of the harness to a lab host
 """
 
 from __future__ import annotations
@@ -296,7 +297,14 @@ COMMANDS = {
     "exec": run_to_end, "read": lambda path, offset: read(path, int(offset)), "gate": gate, "deliver": deliver,
     "witness": witness, "hosts": hosts, "await-port": lambda port: await_port(int(port)),
     "hold-until-released": hold_until_released, "release": release, "retire": retire,
+    "relay": lambda address, port: _relay(address, int(port)),
 }
+
+
+def _relay(address: str, port: int) -> int:
+    from aislab.world.targets.kubernetes.relay import relay_side
+
+    return relay_side(address, port)
 
 
 def main(argv: list[str] | None = None) -> int:

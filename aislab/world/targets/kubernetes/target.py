@@ -45,6 +45,7 @@ from aislab.world.targets.base import (HOSTS, INFRASTRUCTURE, MOCKS, PORTS, WITN
 from aislab.world.targets.kubernetes import manifests
 from aislab.world.targets.kubernetes.cluster import Access, Cluster
 from aislab.world.targets.kubernetes.delivery import Delivery, need_docker
+from aislab.world.targets.kubernetes.relay import Relay, RelayTransport
 from aislab.world.targets.kubernetes.manifests import (GATE_CONTAINER, HOST_CONTAINER, LABEL, MACHINE_LABEL, PODSIDE,
                                                        RUN_LABEL, SERVICE_CONTAINER, WITNESS_CONTAINER, Images)
 
@@ -107,6 +108,10 @@ class KubernetesTarget(Target):
         self.image_tags: dict[str, str] = {}
         self.delivery = self._delivery()
         self.witnessed: dict[str, WitnessedHost] = {}
+        # How the harness reaches the pods: "direct" (this machine routes to the pod network: the
+        # local cluster, kind here) or "relay" (through the lab's harness pod; any other cluster).
+        self.access = os.environ.get("AISLAB_K8S_POD_ACCESS", "")
+        self.relay: Relay | None = None
         self.chart: "ChartService | None" = None
         self.created: list[dict] = []  # every manifest this lab created (validated in the tests)
         self.additions: list[str] = []  # what the harness added to the service's pod (for the report)
@@ -163,10 +168,14 @@ class KubernetesTarget(Target):
         self.timings["images"] = time.monotonic() - t0
         self._namespace()
         dns = self._create_host_pods(["dns"], None)
-        others = [h for h in lab_hosts() if h != "dns"]
+        self.access = self.access or ("direct" if _routed(dns["dns"]) else "relay")
+        others = [h for h in lab_hosts() if h != "dns"] + (["harness"] if self.access == "relay" else [])
         self._create_host_pods(others, dns["dns"])
         self.addresses.update(dns)
-        self.addresses["harness"] = self._harness_address(self.addresses["dns"])
+        if self.access == "relay":  # the harness's connections come from its own pod
+            self.relay = Relay(self._exec_stream("host-harness"), PODSIDE)
+        else:
+            self.addresses["harness"] = self._harness_address(self.addresses["dns"])
         self.timings["pods"] = time.monotonic() - t0 - self.timings["images"]
 
     def _create(self, manifest: dict) -> dict:
@@ -264,12 +273,32 @@ class KubernetesTarget(Target):
         logs = "".join(f"\n--- log of {c}:\n{self.cluster.logs(self.namespace, name, c)}" for c in names)
         return LabError(f"pod {name} in {self.namespace}: {why}\nits events:\n{self.cluster.events(self.namespace, name)}{logs}")
 
+    def _exec_stream(self, pod: str):
+        def open_exec(command: list[str]):
+            from kubernetes.stream import stream
+
+            return stream(self.cluster.streaming().connect_get_namespaced_pod_exec, pod, self.namespace,
+                          container=HOST_CONTAINER, command=command, stdin=True, stdout=True, stderr=True, tty=False,
+                          _preload_content=False)
+
+        return open_exec
+
+    def lab_network(self) -> str:
+        """Pods get addresses anywhere in the cluster's pod network (and a new one each instance):
+        the accepting proxy serves any; only the lab's pods are pointed at it."""
+        return "0.0.0.0/0"
+
+    def reach(self, address: str, port: int) -> tuple[str, int]:
+        return self.relay.reach(address, port) if self.relay is not None else (address, port)
+
+    def http_transport(self):
+        return RelayTransport(self.reach)
+
     def _harness_address(self, pod_ip: str) -> str:
         """The address pods see the harness's connections come from (the route to the pods)."""
         route = subprocess.run(["ip", "-o", "route", "get", pod_ip], capture_output=True, text=True).stdout.split()
         if "src" not in route:
-            raise LabError(f"this machine has no route to the pod network ({pod_ip}); the kubernetes target needs the pods "
-                           "reachable from here (the local cluster, kind on this machine)")
+            raise LabError(f"this machine has no route to the pod network ({pod_ip}): set AISLAB_K8S_POD_ACCESS=relay")
         return route[route.index("src") + 1]
 
     # --- files --------------------------------------------------------------------------------
@@ -376,7 +405,7 @@ class KubernetesTarget(Target):
 
         secret = json.loads((self.dirs.state / "lab.json").read_text())["witness_secret"]
         found = {}
-        with httpx.Client(trust_env=False, timeout=30) as http:
+        with httpx.Client(trust_env=False, timeout=30, transport=self.http_transport()) as http:
             for name, path in (("witness", ""), ("packets", "/packets")):
                 response = http.get(f"http://{address}:{PORTS['witness']}{path}/_lab/records", params={"since": 0},
                                     headers={"x-lab-admin": secret})
@@ -396,12 +425,17 @@ class KubernetesTarget(Target):
     def details(self) -> dict:
         return {"kind": "kubernetes", "cluster": self.cluster.server, "context": self.cluster.context,
                 "kubernetesVersion": self.cluster.version, "namespace": self.namespace, "images": self.delivery.describe(),
+                "podAccess": {"direct": "direct (this machine routes to the pod network)",
+                              "relay": "relay (every connection of the harness through the lab's harness pod, by exec)"}.get(
+                                  self.access, self.access),
                 "networkPolicies": "not relied on: the egress witness judges (the local cluster does not enforce them)",
                 "addedToTheServicePod": list(dict.fromkeys(self.additions))}
 
     def destroy(self) -> None:
         for stop in self._followers:
             stop.set()
+        if self.relay is not None:
+            self.relay.close()
         self.processes.clear()
         try:
             self._remove_leftovers()
@@ -433,6 +467,12 @@ class KubernetesTarget(Target):
 
     def follow(self, stop: threading.Event) -> None:
         self._followers.append(stop)
+
+
+def _routed(pod_ip: str) -> bool:
+    """Whether this machine has a route of its own to the pod network (not just its default)."""
+    matching = subprocess.run(["ip", "-o", "route", "show", "match", pod_ip], capture_output=True, text=True).stdout
+    return any(not line.startswith("default") for line in matching.splitlines())
 
 
 BROKEN = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
