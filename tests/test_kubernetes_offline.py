@@ -134,6 +134,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(Delivery, "deliver", lambda self, tags, log=None: None)
     monkeypatch.setattr(k8s.KubernetesTarget, "_harness_address", lambda self, ip: "10.99.0.1")
     monkeypatch.setattr(k8s, "need_docker", lambda: None)
+    monkeypatch.setenv("AISLAB_K8S_POD_ACCESS", "direct")
 
 
 def acquire(api: KubeMock) -> k8s.KubernetesTarget:
@@ -146,7 +147,11 @@ def live(api: KubeMock, namespace: str) -> dict[str, list[str]]:
     return {"namespaces": [n for n in names if n == namespace], "pods": pods}
 
 
-def test_life_cycle_namespace_pods_addresses_and_a_teardown_that_leaves_nothing(tmp_path, offline):
+@pytest.mark.parametrize("access", ["direct", "relay"])
+def test_life_cycle_namespace_pods_addresses_and_a_teardown_that_leaves_nothing(tmp_path, offline, monkeypatch, access):
+    """Direct: this machine routes to the pods. Relay: it cannot, and the harness's connections
+    go through a harness pod of the lab's own, whose address is the harness's."""
+    monkeypatch.setenv("AISLAB_K8S_POD_ACCESS", access)
     with KubeMock(tmp_path) as api:
         target = acquire(api)
         try:
@@ -155,7 +160,11 @@ def test_life_cycle_namespace_pods_addresses_and_a_teardown_that_leaves_nothing(
             ns = api.core.read_namespace(target.namespace)
             assert ns.metadata.labels[manifests.LABEL] == target.tag and ns.metadata.labels[manifests.RUN_LABEL] == target.run_id
             pods = {p.metadata.name: p for p in api.core.list_namespaced_pod(target.namespace).items}
-            assert set(pods) == {f"host-{h}" for h in k8s.lab_hosts()}
+            assert set(pods) == {f"host-{h}" for h in k8s.lab_hosts()} | ({"host-harness"} if access == "relay" else set())
+            if access == "relay":
+                assert target.address("harness") == pods["host-harness"].status.pod_ip and target.relay is not None
+            else:
+                assert target.address("harness") == "10.99.0.1" and target.relay is None
             assert all(p.spec.containers[0].image == "registry.invalid:5000/aislab/lab:0123456789ab" for p in pods.values())
             addresses = {h: target.address(h) for h in k8s.lab_hosts()}
             assert len(set(addresses.values())) == len(addresses) and all(a.startswith("10.99.0.") for a in addresses.values())
