@@ -28,10 +28,10 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
         | http   | squid     | upper case |
 
     @AIS-PROXY-02
-    Scenario Outline: NO_PROXY destinations are reached directly, with <proxy> in use, the variables in <spelling>
+    Scenario Outline: NO_PROXY destinations (the control plane, the identity provider) are reached directly, with <proxy> in use, the variables in <spelling>
       Given the service uses a third-party LLM over https through <proxy>, the variables in <spelling>
       When the reader chats following the LLM script "one-tool"
-      Then the control plane was reached directly, never through a proxy
+      Then the control plane and the identity provider were reached directly, never through a proxy
 
       Examples:
         | proxy     | spelling   |
@@ -39,10 +39,10 @@ Feature: Proxy - outbound traffic honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY
         | squid     | lower case |
 
     @AIS-PROXY-02
-    Scenario Outline: Without NO_PROXY, the control plane too is reached through <proxy>, the variables in <spelling>
+    Scenario Outline: Without NO_PROXY, the control plane and the identity provider too are reached through <proxy>, the variables in <spelling>
       Given the service uses a third-party LLM over https through <proxy>, with no NO_PROXY, the variables in <spelling>
       When the reader chats following the LLM script "one-tool"
-      Then the control plane was reached through <proxy> only
+      Then the control plane and the identity provider were reached through <proxy> only
       And every LLM request reached the provider through <proxy>, as a https request
 
       Examples:

@@ -23,14 +23,26 @@ def no_direct(lab, provider_names):
     network_checks.no_direct_attempt(NetView.of(lab), provider_names, provider_names)
 
 
-@then("the control plane was reached directly, never through a proxy")
+def in_cluster(lab) -> dict[str, list[dict]]:
+    """The service's requests to the in-cluster destinations, directly or through a proxy (the
+    harness's own and an idle instance's are not the service's here). Storage downloads carry no
+    identity and take whatever route the presigned URL gives."""
+    sources = {lab.target.address(h) for h in ("service", "tinyproxy", "squid")}
+    return {"the control plane": [e for e in lab.cp_journal() if e["client"] in sources and not e["rawPath"].startswith("/storage/")],
+            "the identity provider": [r for r in lab.records("idp") if r.get("client") in sources]}
+
+
+@then("the control plane and the identity provider were reached directly, never through a proxy")
 def cp_direct(lab, chat: Chat):
-    network_checks.reached_directly(lab.cp_journal(), NetView.of(lab), lab.target.address("service"), lab.target.address("controlplane"))
+    view = NetView.of(lab)
+    network_checks.reached_directly(in_cluster(lab), view, lab.target.address("service"),
+                                    {lab.target.address(h) for h in ("controlplane", "idp")})
 
 
-@then(parsers.parse("the control plane was reached through {proxy} only"))
+@then(parsers.parse("the control plane and the identity provider were reached through {proxy} only"))
 def cp_via_proxy(lab, proxy):
-    network_checks.reached_through(lab.cp_journal(), lab.target.address(proxy), proxy)
+    NetView.of(lab)  # everything begun is recorded
+    network_checks.reached_through(in_cluster(lab), lab.target.address(proxy), proxy)
 
 
 @then(parsers.parse("the service's telemetry reached the outside world through {proxy}, never directly"))

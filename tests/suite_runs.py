@@ -33,6 +33,7 @@ class SuiteRun:
     seconds: float
     output: str
     exit_code: int
+    report: dict | None = None
 
     def with_verdict(self, verdict: str) -> set[str]:
         return {cid for cid, v in self.verdicts.items() if v == verdict}
@@ -58,4 +59,5 @@ def run_suite(name: str, report_dir: Path, mutant: str | None = None, extra: lis
         raise AssertionError(f"suite run {name} wrote no report (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     report = json.loads(report_file.read_text())
     validate_report(report)
-    return SuiteRun(name, {c["id"]: c["verdict"] for c in report["claims"]}, report["result"], seconds, proc.stdout[-4000:], proc.returncode)
+    return SuiteRun(name, {c["id"]: c["verdict"] for c in report["claims"]}, report["result"], seconds, proc.stdout[-4000:],
+                    proc.returncode, report)

@@ -177,8 +177,10 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
         subject, target = BY_NAME[name.removeprefix("docker:")], "docker" if name.startswith("docker:") else "local"
         rows[name] = _row(subject, target, certified[name], "certification", run) if name in certified else _row(subject, target, run, "quick")
         rows[name]["output"] = (certified.get(name) or run).output
+        rows[name]["report"] = (certified.get(name) or run).report
     MATRIX_FILE.parent.mkdir(parents=True, exist_ok=True)
-    MATRIX_FILE.write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "output"} for r in rows.values()]}, indent=2) + "\n")
+    MATRIX_FILE.write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k not in ("output", "report")} for r in rows.values()]},
+                                      indent=2) + "\n")
     return rows
 
 
@@ -194,6 +196,11 @@ def test_conforming_services_and_variants_are_conformant(matrix, name, monkeypat
     undeclared = {c for c, f in FAMILY_OF.items() if f not in load_driver(DRIVERS / BY_NAME[name.removeprefix("docker:")].driver).families}
     assert not row["violated"] and not row["undetermined"] and set(row["not_applicable"]) <= undeclared, \
         f"{name}: violated {row['violated']}, undetermined {row['undetermined']}, not applicable {row['not_applicable']}\n{row['output']}"
+    # Every `satisfied` stands on exercise the report shows: at least what the catalogue requires.
+    for claim in (c for c in row["report"]["claims"] if c["verdict"] == "satisfied"):
+        seen = claim["exercise"]["counts"]
+        assert claim["exercise"]["scenarios"] and all(seen.get(k, 0) >= v for k, v in claim["exerciseRequired"].items()), \
+            f"{name}: {claim['id']} satisfied on {seen}, below {claim['exerciseRequired']}"
 
 
 @pytest.mark.parametrize("name", [s.name for s in DEFECTS] + [f"docker:{n}" for n in DOCKER_VARIANTS])

@@ -34,10 +34,20 @@ def scenario(name: str, outcome: str, message: str = "", excerpt: str = "", allu
             **({"excerpt": excerpt} if excerpt else {}), **({"allureId": allure_id} if allure_id else {})}
 
 
-def claim(cid: str, verdict: str, *scenarios: dict, observed: str | None = None, **extra) -> dict:
+def exercise(chats: int, tool_calls: int, phases=("chat",)) -> dict:
+    """What a claim's scenarios saw the service do, as a run adds it up."""
+    counts = {"chats-reaching-llm": chats, "llm-requests": 2 * chats, "tool-calls": tool_calls, "tool-results": tool_calls,
+              "cp-requests": tool_calls, "good-token-accepted": chats, "instances-started": 0, "instances-stopped": 0,
+              "idle-seconds": 0, "proxy-attempts": 0, "llm-errors": 0}
+    return {"counts": counts, "chats": {"sent": chats, "answered": chats, "failed": 0}, "seen": {}, "instances": [1],
+            "phases": list(phases), "scenarios": 1}
+
+
+def claim(cid: str, verdict: str, *scenarios: dict, observed: str | None = None, seen: dict | None = None, **extra) -> dict:
     c = CATALOGUE[cid]
     return {"id": cid, "family": c["family"], "must": c["must"], "since": str(c.get("since", "")), "tags": c.get("tags", {}),
-            "verdict": verdict, "observed": observed or verdict, "scenarios": list(scenarios), **extra}
+            "verdict": verdict, "observed": observed or verdict, "exerciseRequired": c["exercise"],
+            "exercise": seen or exercise(len(scenarios), 3 * len(scenarios)), "scenarios": list(scenarios), **extra}
 
 
 def passed(name: str) -> dict:
@@ -60,7 +70,7 @@ def report(result: str, exit_code: int, claims: list[dict]) -> dict:
 
 
 CONFORMANT = report("conformant", 0, [
-    claim("AIS-AUTH-01", "satisfied", passed("A chat without a bearer token is refused")),
+    claim("AIS-AUTH-01", "satisfied", passed("A chat without a bearer token is refused"), seen=exercise(40, 120, ("chat", "error path"))),
     claim("AIS-RO-01", "satisfied", passed("No mutating tool is advertised [reader]"), passed("No mutating tool is advertised [admin]")),
     claim("AIS-AIRGAP-02", "satisfied", passed("Nothing leaves the infrastructure")),
 ])
@@ -141,7 +151,18 @@ def test_the_page_shows_result_claims_and_evidence_as_chromium_lays_it_out(kind,
                     assert f'href="allure/index.html#/{hashlib.md5(s["allureId"].encode()).hexdigest()}"' in page_html
     if kind == "waived":
         assert "security-review@example.com" in shown and "2026-12-31" in shown and "observed: violated" in shown
+    if kind == "conformant":  # a reviewer sees what `satisfied` stands on, beside it
+        row = re.search(r'<tr id="AIS-AUTH-01".*?</tr>', page_html, re.S).group(0)
+        assert "seen doing: 40 chats, 40 chats reaching the llm, 80 llm requests, 120 tool calls, 120 tool results returned" in normal(
+            visible_text_of(row, tmp_path)).casefold(), row
+        assert "phases: chat, error path" in normal(row) and "valid-token chats reaching the LLM ≥ 1" in row
     assert_machine_free(page_html)
+
+
+def visible_text_of(fragment: str, tmp_path: Path) -> str:
+    page = tmp_path / "fragment.html"
+    page.write_text(f"<html><body><table>{fragment}</table></body></html>")
+    return visible_text(page, tmp_path)
 
 
 def test_the_verdicts_are_explained_on_the_page(tmp_path):

@@ -112,19 +112,24 @@ def no_direct_attempt(view: NetView, names: set[str], ips: set[str]) -> None:
     violation_if(direct, f"direct connection attempt(s) bypassing the proxy: {[_where(r) for r in direct[:5]]}")
 
 
-def reached_directly(cp_entries: list[dict], view: NetView, service_ip: str, cp_ip: str) -> None:
-    undetermined_unless(cp_entries, "the chat made no control-plane request, so NO_PROXY cannot be judged")
-    proxied = [e for e in cp_entries if e["client"] != service_ip]
-    violation_if(proxied, f"{len(proxied)} control-plane request(s) came through a proxy although the control plane is in NO_PROXY")
-    logged = [r for r in view.proxy if cp_ip in (r.get("url") or "")]
-    violation_if(logged, f"the proxy logged control-plane traffic: {logged[:3]}")
+def reached_directly(listed: dict[str, list[dict]], view: NetView, service_ip: str, listed_ips: set[str]) -> None:
+    """Every destination NO_PROXY lists (the control plane, the identity provider: the service's
+    requests to each, by name) was reached from the service's own address, and no proxy logged a
+    request for one of their addresses."""
+    undetermined_unless(any(listed.values()), f"the service reached none of {', '.join(listed)}, so NO_PROXY cannot be judged")
+    for name, entries in listed.items():
+        proxied = [e for e in entries if e["client"] != service_ip]
+        violation_if(proxied, f"{len(proxied)} request(s) to {name} came through a proxy although NO_PROXY lists it")
+    logged = [r for r in view.proxy if any(ip in (r.get("url") or "") for ip in listed_ips)]
+    violation_if(logged, f"the proxy logged traffic for a destination NO_PROXY lists: {logged[:3]}")
 
 
-def reached_through(cp_entries: list[dict], proxy_ip: str, proxy_kind: str) -> None:
-    api = [e for e in cp_entries if not e["rawPath"].startswith("/storage/")]
-    undetermined_unless(api, "the chat made no control-plane request, so its route cannot be judged")
-    direct = [e for e in api if e["client"] != proxy_ip]
-    violation_if(direct, f"{len(direct)} control-plane request(s) bypassed the {proxy_kind} proxy although NO_PROXY does not list the control plane")
+def reached_through(unlisted: dict[str, list[dict]], proxy_ip: str, proxy_kind: str) -> None:
+    """Every destination NO_PROXY does not list was reached from the proxy's address only."""
+    undetermined_unless(any(unlisted.values()), f"the service reached none of {', '.join(unlisted)}, so its route cannot be judged")
+    for name, entries in unlisted.items():
+        direct = [e for e in entries if e["client"] != proxy_ip]
+        violation_if(direct, f"{len(direct)} request(s) to {name} bypassed the {proxy_kind} proxy although NO_PROXY does not list it")
 
 
 def telemetry_through_proxy(view: NetView, proxy_ip: str, proxy_kind: str, llm_names: set[str], llm_ips: set[str]) -> list[dict]:

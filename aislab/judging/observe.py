@@ -45,18 +45,19 @@ class Observer:
         return f"Observer(service at {self.service_ip})"
 
     def mark(self) -> Mark:
-        heads = self.lab.witnesses.head
-        return Mark(heads("controlplane"), heads("llm"), heads("provider"))
+        heads = self.lab.witnesses.heads(("controlplane", "llm", "provider"))
+        return Mark(heads["controlplane"], heads["llm"], heads["provider"])
 
     def since(self, mark: Mark) -> Window:
-        cp = self.lab.witnesses.since("controlplane", mark.cp)
-        llm = self.lab.witnesses.since("llm", mark.llm)
+        reader = self.lab.witnesses
+        cp, llm, provider = reader.pool.map(lambda pair: reader.since(*pair),
+                                            (("controlplane", mark.cp), ("llm", mark.llm), ("provider", mark.provider)))
         service_ip, sources = self.service_ip, self.sources
         return Window(
             cp=[e for e in cp if e["client"] in sources],
             llm=[r for r in llm if r["client"] == service_ip],
             harness_cp=[e for e in cp if e["client"] not in sources],
-            provider=self.lab.witnesses.since("provider", mark.provider),
+            provider=provider,
         )
 
 

@@ -33,8 +33,3 @@ def annotate(records: list[dict], llm: list[dict]) -> list[dict]:
         out.append({**r, "provokedBy": " | ".join(during)} if during else r)
     return out
 
-
-def annotated(lab, records: list[dict]) -> list[dict]:
-    """Records of the current window, annotated from the LLM hosts' records of the same window."""
-    return annotate(records, lab.records("llm") + lab.records("provider"))
-

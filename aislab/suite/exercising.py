@@ -52,7 +52,7 @@ def exercise_scope() -> Scope:
 def begin(scope: Scope, lab, network: bool) -> None:
     """Where the lab stands as the scenario begins (after its reset)."""
     scope.lab, scope.chats, scope.life, scope.started, scope.idle = lab, len(lab.chat_records), len(lab.life), time.time(), lab.idle_seconds
-    scope.marks = {h: lab.witnesses.head(h) for h in NETWORK_HOSTS} if network else {}
+    scope.marks = lab.witnesses.heads(NETWORK_HOSTS) if network else {}
 
 
 def _proxy_ips(lab) -> set[str]:
@@ -84,7 +84,8 @@ def of_scenario(scope: Scope) -> ex.Exercise:
     numbers = sorted({i.number for i in started} | ({current.number} if current else set()))
     seen, proxy_attempts = {}, 0
     if scope.marks:
-        records = {h: [r for r in lab.witnesses.since(h, mark) if not is_probe(r)] for h, mark in scope.marks.items()}
+        read = lab.witnesses.pool.map(lambda host: lab.witnesses.since(host, scope.marks[host]), scope.marks)
+        records = {h: [r for r in found if not is_probe(r)] for h, found in zip(scope.marks, read)}
         service_ip = lab.target.address("service")
         seen = {"egress attempts": len(records["witness"]),
                 "other packets leaving": len(leaving_packets(records["packets"], infrastructure_ips(lab))),

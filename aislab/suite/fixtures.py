@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,7 @@ import pytest
 from aislab.judging.observe import Observer
 from aislab.judging.verdict import Undetermined
 from aislab.report.evidence import EvidenceSink
-from aislab.judging.provocation import annotated
+from aislab.judging.provocation import annotate
 from aislab.suite.exercising import SCOPE, begin
 from aislab.suite.plugin import (EVIDENCE, EXERCISE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, cluster_settings,
                                  is_lifetime, unresponsive)
@@ -113,7 +114,7 @@ def evidence(request, aislab_session, exercise_scope):
         mine = [c for c in lab.chat_records[exercise_scope.chats:] if c.host == "service"]
         if mine:  # did the service answer any chat of this scenario?
             aislab_session.unanswered = 0 if any(c.status for c in mine) else aislab_session.unanswered + 1
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::")[-1])[:120]
+    slug = evidence_slug(request.node.nodeid)
     sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", aislab_session.redactor())
     readers = {}
     if lab is not None:
@@ -121,9 +122,9 @@ def evidence(request, aislab_session, exercise_scope):
                    "identity-provider": lambda: lab.records("idp")}
     if families & NETWORK_FAMILIES:
         readers.update({
-            "egress-witness": lambda: annotated(lab, lab.records("witness")),
-            "packet-witness": lambda: annotated(lab, lab.records("packets")),
-            "dns-queries": lambda: annotated(lab, lab.records("dns")),
+            "egress-witness": lambda: lab.records("witness"),
+            "packet-witness": lambda: lab.records("packets"),
+            "dns-queries": lambda: lab.records("dns"),
             "outside-world": lambda: lab.records("outside"),
             "llm-provider-requests": lambda: lab.records("provider"),
             "proxy-log": lab.proxy_records,
@@ -131,10 +132,24 @@ def evidence(request, aislab_session, exercise_scope):
     with ThreadPoolExecutor(max(1, len(readers))) as pool:  # independent reads of independent hosts
         futures = {name: pool.submit(read) for name, read in readers.items()}
         payloads = {name: future.result() for name, future in futures.items()}
+    if families & NETWORK_FAMILIES:  # each attempt with the tool call it happened in
+        llm = payloads["llm-requests"] + payloads["llm-provider-requests"]
+        payloads.update({name: annotate(payloads[name], llm) for name in ("egress-witness", "packet-witness", "dns-queries")})
     payloads.update(extra)
     if EXERCISE in request.node.stash:
         payloads["exercise"] = request.node.stash[EXERCISE]
     request.node.stash[EVIDENCE] = [sink.attach(name, payload) for name, payload in payloads.items()]
+
+
+def evidence_slug(nodeid: str) -> str:
+    """A scenario's evidence directory: its name, shortened where long, never losing which example
+    of an outline it is (or two examples would share, and overwrite, one directory)."""
+    name, _, example = nodeid.split("::")[-1].partition("[")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    example = re.sub(r"[^A-Za-z0-9_.-]+", "_", example.rstrip("]"))
+    if len(slug) + len(example) > 120:
+        slug = slug[:100 - min(len(example), 60)] + "-" + hashlib.sha256(nodeid.encode()).hexdigest()[:8]
+    return f"{slug}_{example[:60]}_" if example else slug
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,23 @@ def archive(records: Recorder, path: Path) -> None:
             records.add(entry)
 
 
+def probe_route(records: Recorder):
+    """POST /_lab/probe?name=N: the witness sends its positive control from inside the host."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from aislab.world.witnesses import probe
+
+    async def endpoint(request):
+        if not records.authorized(request):
+            return JSONResponse({"error": "lab admin secret required"}, 403)
+        await run_in_threadpool(probe.send, request.query_params["name"])
+        return JSONResponse({"sent": True})
+
+    return Route("/_lab/probe", endpoint, methods=["POST"])
+
+
 def records_app(records: Recorder) -> Starlette:
     return Starlette(routes=records.routes())
 
@@ -88,7 +105,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         records = Recorder(lab["witness_secret"] if role == "witness" else lab["admin_secret"])
         if role == "witness":
             archive(records, state / "witness-archive.json")
-        certs = state / f"certs-{role}"  # per host: the witness and the collector start at once
+        certs = state / f"certs-{role}-{host}"  # per process: the witnesses and the collector start at once
         certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
         if role == "witness":  # inside the service's host: catches what ip(6)tables redirect
@@ -104,7 +121,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
             packets = Recorder(lab["witness_secret"])
             archive(packets, state / "packets-archive.json")
             PacketWitness(packets).start()
-            app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes())])
+            app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes()), probe_route(records)])
             return [(app, listen(host, port), {})]
         else:  # the outside world's catch-all: telemetry collectors and anything else
             catcher = Catcher(records, tls, lambda e: (200, b"{}"), redirected=False)

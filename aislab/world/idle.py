@@ -1,10 +1,10 @@
 """An instance of the service kept alive and idle beside the scenarios for the whole run, on a
-host of its own with its own egress witnesses, in the configuration the whole-life claims of the
-telemetry opt-out and the air gap are about. What a service begins only after tens of seconds of life or of
-idleness (a late heartbeat, an update check on a timer) then shows in the quick profile too, at
-no cost in wall time: they start in the background once the lab is up, are exercised once (a
-chat that uses a tool, and one through the LLM's error path), and stop when the lifetime
-scenarios end the service's life."""
+host of its own with its own witnesses, in the configuration the whole-life claims of the
+telemetry opt-out and the air gap are about. What a service begins only after tens of seconds of
+life or of idleness (a late heartbeat, an update check on a timer) then shows in the quick
+profile too, at no cost in wall time: it starts in the background once the lab is up (niced: the
+CPU is the scenarios' first), is exercised once (a chat that uses a tool, and one through the
+LLM's error path), and stops when the lifetime scenarios end the service's life."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class IdleInstances:
     def _run(self) -> None:
         for host, overrides in configurations(self.lab).items():
             try:
+                self.lab.spawn_witness(host, background=True).await_ready_line(30)
                 instance = self.lab._begin_instance(overrides, host)
-                self.processes[host] = self.lab.launch(host, overrides)
+                self.processes[host] = self.lab.launch(host, overrides, background=True)
                 instance.ready = True
                 for name in ("one-tool", "provider-failure"):
                     self._exercise(host, name)

@@ -221,7 +221,7 @@ class Lab:
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
         procs = [self._spawn_lab_host(host, host, f"{addr(host)}:{PORTS[host]}") for host in MOCKS]
-        procs += [self._spawn_lab_host(host, "witness", f"{addr(host)}:{PORTS['witness']}", net_admin=True) for host in SERVICE_HOSTS]
+        procs.append(self.spawn_witness("service"))  # the idle instance's starts with it, in the background
         proxy_procs = self._spawn_proxies()
         with ThreadPoolExecutor(len(procs) + len(proxy_procs)) as pool:
             waits = [pool.submit(p.await_ready_line, 15) for p in procs]
@@ -265,7 +265,7 @@ class Lab:
         copy.write_bytes(path.read_bytes())
         return copy
 
-    def _spawn_lab_host(self, host: str, role: str, listen: str, net_admin: bool = False) -> LabProcess:
+    def _spawn_lab_host(self, host: str, role: str, listen: str, net_admin: bool = False, background: bool = False) -> LabProcess:
         return self.target.spawn(
             host,
             [self.target.python, "-m", "aislab.world.hosts", role, "--listen", listen, "--state", str(self.state_dir)],
@@ -273,7 +273,12 @@ class Lab:
             self.dirs.logs / (f"{role}.log" if host in (role, "service") else f"{role}-{host}.log"),
             announces=True,
             net_admin=net_admin,
+            background=background,
         )
+
+    def spawn_witness(self, host: str, background: bool = False) -> LabProcess:
+        """The egress and packet witnesses beside the service on one of its hosts."""
+        return self._spawn_lab_host(host, "witness", f"{self.target.address(host)}:{PORTS['witness']}", net_admin=True, background=background)
 
     def _spawn_proxies(self) -> list[tuple[LabProcess, str, int]]:
         addr = self.target.address
@@ -330,13 +335,13 @@ class Lab:
         instance.ready = True
         self.timings["service_start"] = time.monotonic() - t0
 
-    def launch(self, host: str, overrides: dict[str, str]) -> LabProcess:
+    def launch(self, host: str, overrides: dict[str, str], background: bool = False) -> LabProcess:
         """Start the service on one of its hosts and wait until it is ready."""
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         process = self.target.spawn(
             host, command, self.service_env(overrides, host), self.dirs.logs / ("service.log" if host == "service" else f"service-{host}.log"),
-            image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host),
+            image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host), background=background,
         )
         self._await_service(process, host)
         return process
@@ -503,9 +508,15 @@ class Lab:
     def reset(self) -> None:
         """A fresh control plane (seed state, empty audit log) and LLM scripts, and new windows
         on every witness; what the witnesses recorded before stays part of the lab's life."""
-        self._admin("POST", "controlplane", "/_lab/reset")
-        self._admin("POST", "llm", "/_lab/reset")
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/reset"), ("controlplane", "llm")))
         self.reset_witnesses()
+
+    def witness_probe(self, name: str) -> None:
+        """The witnesses' positive control, sent from inside the service's host (aislab.world.witnesses.probe)."""
+        response = self.http.post(self.url("witness") + "/_lab/probe", params={"name": name},
+                                  headers={ADMIN_HEADER: self.witness_secret}, timeout=20)
+        if response.status_code != 200:
+            raise LabError(f"the witness's probe failed: {response.status_code} {response.text[:300]}")
 
     def reset_witnesses(self) -> None:
         """Open new windows on every recording host. The proxies' logs are read from the
@@ -558,15 +569,15 @@ class Lab:
                            "provider": [r for r in whole["provider"] if r.get("client") not in idle],
                            "llm": [r for r in whole["llm"] if r.get("client") == self.target.address("service")],
                            "proxy": self.proxy_records(whole_life=True)}}
-        for host in IDLE_HOSTS:
+        for host in {i.host for i in self.life} & set(IDLE_HOSTS):  # only where an idle instance (and its witness) ran
             ip = self.target.address(host)
             out[host] = {"witness": self.witnesses.whole_life(f"witness:{host}"), "packets": self.witnesses.whole_life(f"packets:{host}"),
                          **{kind: [r for r in whole[kind] if r.get("client") == ip] for kind in ("dns", "provider", "llm")}}
         return out
 
     def register_scripts(self, scripts: list[dict]) -> None:
-        for host in ("llm", "provider"):  # whichever the service is pointed at
-            self._admin("POST", host, "/_lab/scripts", json=scripts)
+        # Whichever LLM the service is pointed at (both asked at once).
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/scripts", json=scripts), ("llm", "provider")))
 
     def cp_journal(self) -> list[dict]:
         return self.records("controlplane")

@@ -219,10 +219,12 @@ class Target(ABC):
 
     @abstractmethod
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> LabProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None,
+              background: bool = False) -> LabProcess:
         """Start a program on a host. `image`: run that image (with `command` as its arguments, if
         any) instead of a command of the lab's own; `net_admin`: it may intercept traffic (the
-        witness); `sandbox`: it is the service under test."""
+        witness); `sandbox`: it is the service under test; `background`: it gets the CPU only
+        when the scenarios leave it idle (the idle instance and its witness)."""
 
     @abstractmethod
     def run_in(self, host: str, command: list[str], timeout: float = 10, env: dict[str, str] | None = None,

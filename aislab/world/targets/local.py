@@ -137,12 +137,13 @@ class LocalTarget(Target):
         (etc / "resolv.conf").write_text(f"nameserver {self.subnet}.53\noptions timeout:1 attempts:1\n")
 
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> HostProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None,
+              background: bool = False) -> HostProcess:
         if image is not None or command is None:
             raise LabError(f"the local target runs commands; to run the image {image} use --target docker")
         logfh = log.open("ab")
         popen = subprocess.Popen(
-            self._on(host, command, sandbox),
+            ["nice", "-n", "19", *self._on(host, command, sandbox)] if background else self._on(host, command, sandbox),
             # A mock announces READY on stdout; anything else writes all its output to its log.
             stdout=subprocess.PIPE if announces else logfh,
             stderr=logfh,

@@ -85,6 +85,9 @@ class ControlPlane:
         entry["operation"] = route.operation if route else None
         entry["params"] = params
         principal = None
+        # A request that could change state (any but a read's method, as the mock executes it) says
+        # in the journal whether it did: the state digest around it, so no one need ask between chats.
+        before = self.store.digest() if method not in ("GET", "HEAD", "OPTIONS") else None
         try:
             if raw_path.startswith("/storage/"):
                 response = self._download(raw_path, request)
@@ -101,6 +104,7 @@ class ControlPlane:
         except Problem as problem:
             response = self._problem(problem, raw_path, route)
         entry["status"] = response.status_code
+        entry["changedState"] = before is not None and self.store.digest() != before
         entry["responseBody"] = response.body.decode("utf-8", "replace")[:65536]
         entry["durationMs"] = round((time.monotonic() - started) * 1000, 2)
         self.journal.add(entry)

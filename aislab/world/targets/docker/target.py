@@ -175,7 +175,7 @@ class DockerTarget(Target):
 
     # --- programs on hosts -------------------------------------------------------------
     def _container(self, host: str, command: list[str] | None, env: dict[str, str], image: str | None,
-                   net_admin: bool, sandbox: Sandbox | None = None) -> DockerContainer:
+                   net_admin: bool, sandbox: Sandbox | None = None, background: bool = False) -> DockerContainer:
         c = DockerContainer(image or self.images["lab"])
         if command:
             c.with_command(command)
@@ -197,14 +197,16 @@ class DockerTarget(Target):
             # The service runs as its own user when it is a command of the lab image; an image
             # keeps the user it was built for.
             user=f"{sandbox.uid}:{sandbox.uid}" if sandbox and sandbox.uid is not None and image is None else None,
+            cpu_shares=2 if background else None,  # the CPU only when the scenarios leave it idle
         )
         return c
 
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> ContainerProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None,
+              background: bool = False) -> ContainerProcess:
         if image is not None:
             self._require_image(image)
-        container = self._container(host, command, env, image, net_admin, sandbox)
+        container = self._container(host, command, env, image, net_admin, sandbox, background)
         try:
             container.start()
         except docker.errors.DockerException as err:
