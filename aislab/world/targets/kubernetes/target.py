@@ -350,7 +350,10 @@ class KubernetesTarget(Target):
 
     # --- programs -----------------------------------------------------------------------------
     def spawn(self, host: str, command: list[str] | None, env: dict[str, str], log: Path, announces: bool = False,
-              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None) -> LabProcess:
+              image: str | None = None, net_admin: bool = False, sandbox: Sandbox | None = None,
+              background: bool = False) -> LabProcess:
+        # `background` (the idle instance): every lab pod is best-effort alike, none is favoured;
+        # on a cluster the idle instance's pods may as well run on another node.
         if host in witnessed_hosts():
             witnessed = self.witnessed.setdefault(host, WitnessedHost(self, host))
             if sandbox is None and net_admin:
