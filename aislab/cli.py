@@ -108,7 +108,10 @@ def _without_report_dir(args: list[str]) -> list[str]:
 
 
 def render_html(report_dir: Path) -> None:
-    """The claims page and the Allure drill-down; a missing renderer is said, never fatal."""
+    """The claims page and the Allure drill-down; a missing renderer is said, never fatal.
+    (`AISLAB_NO_HTML=1`: not at all, as the benchmark measures the suite alone.)"""
+    if os.environ.get("AISLAB_NO_HTML"):
+        return
     env = {**os.environ, "PY": sys.executable}
     subprocess.run([str(PROJECT / "scripts" / "html-report.sh"), str(report_dir)], env=env, cwd=PROJECT, check=False)
 

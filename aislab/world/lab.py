@@ -334,13 +334,15 @@ class Lab:
         self.service = self.launch("service", self.service_overrides)
         instance.ready = True
         self.timings["service_start"] = time.monotonic() - t0
+        # The floor of a run (aislab.bench): every start-up as the service spends it.
+        self.timings["service_starts_total"] = self.timings.get("service_starts_total", 0.0) + self.timings["service_start"]
 
     def launch(self, host: str, overrides: dict[str, str], background: bool = False) -> LabProcess:
         """Start the service on one of its hosts and wait until it is ready."""
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         process = self.target.spawn(
-            host, command, self.service_env(overrides, host), self.dirs.logs / ("service.log" if host == "service" else f"service-{host}.log"),
+            host, command, self.service_env(overrides, host), self.dirs.service_logs / ("service.log" if host == "service" else f"service-{host}.log"),
             image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host), background=background,
         )
         self._await_service(process, host)
@@ -493,7 +495,7 @@ class Lab:
         if self.driver.chat.mode == "cli":
             command = render(list(self.driver.chat.command), {**values, "output_file": "-"}, "chat.command")
             exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user,
-                                    self.dirs.outputs, self.dirs.logs / "service.log", self.service_sandbox(command))
+                                    self.dirs.outputs, self.dirs.service_logs / "service.log", self.service_sandbox(command))
         else:
             exchange = send_chat(self.http, self.url(host), self.driver.chat, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
@@ -541,6 +543,7 @@ class Lab:
         """An observation window in which the harness does nothing and the witnesses listen."""
         threading.Event().wait(seconds)
         self.idle_seconds += seconds
+        self.timings["idle_total"] = self.idle_seconds
 
     def records(self, host: str) -> list[dict]:
         """What a recording host saw in the current window (see RECORDING_HOSTS)."""
