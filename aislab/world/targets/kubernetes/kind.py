@@ -64,7 +64,7 @@ class KindTarget(KubernetesTarget):
                 raise LabError(f"--kind-cluster {existing}: kind knows no such cluster ({kind('get', 'clusters').stdout.split()})")
             slot, fd = claim_slot("kind", lambda n: None)
             return cls._connect(slot, fd, existing, created=False, keep=True)
-        slot, fd = claim_slot("kind", lambda n: _delete_leftover(cluster_name(n)))
+        slot, fd = claim_slot("kind", lambda n: _delete_leftover(cluster_name(n)), _leftover_slots)
         name = cluster_name(slot)
         STATE.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="kind-config-", dir=STATE, delete=False) as fh:
@@ -108,6 +108,13 @@ class KindTarget(KubernetesTarget):
 
 def cluster_name(slot: int) -> str:
     return f"aislab-{machine_id()}-{slot}"
+
+
+def _leftover_slots() -> set[int]:
+    """Slots of this machine whose kind clusters are still there."""
+    prefix = cluster_name(0)[:-1]
+    names = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True).stdout.split()
+    return {int(n.removeprefix(prefix)) for n in names if n.startswith(prefix) and n.removeprefix(prefix).isdigit()}
 
 
 def kubeconfig_of(name: str) -> Path:

@@ -22,6 +22,7 @@ CARRIED_TMP = f"{POD_DIR}/service-tmp"  # the service's /tmp, seen by the harnes
 # The harness's own containers in the service's pod run as root with NET_ADMIN, whatever the
 # chart's pod-level securityContext says (runAsNonRoot would refuse them).
 ROOT_NET_ADMIN = {"capabilities": {"add": ["NET_ADMIN"]}, "runAsUser": 0, "runAsNonRoot": False}
+SERVICE_SPACE = "512Mi"  # the service's files, HOME, outputs; its /tmp apart (layout.py: 512m of tmpfs)
 DNS_OPTIONS = [{"name": "timeout", "value": "1"}, {"name": "attempts", "value": "1"}]
 
 
@@ -95,7 +96,8 @@ def driver_container(command: list[str] | None, env: dict[str, str], image: str 
             container["securityContext"] = {"runAsUser": uid, "runAsGroup": uid}
     elif command:
         container["args"] = list(command)
-    return ServiceContainer(container, {"volumes": [{"name": "aislab-tmp", "emptyDir": {}}]}, {}, "aislab-tmp")
+    return ServiceContainer(container, {"volumes": [{"name": "aislab-tmp", "emptyDir": {"sizeLimit": SERVICE_SPACE}}]}, {},
+                            "aislab-tmp")
 
 
 def chart_container(template: dict, container_name: str, env: dict[str, str], dirs: LabDirs) -> ServiceContainer:
@@ -150,7 +152,9 @@ def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images
     for it, and keeps recording until the harness has drained it) and the service, if any.
     Returns the pod and what the harness added to the service's own pod."""
     spec = copy.deepcopy(service.pod_spec) if service else {}
-    harness_volumes = [{"name": n, "emptyDir": {}} for n in ("pod", "lab-state", "lab-public", "lab-service")]
+    # The service's own space has a set size, as on every target (the kubelet evicts a pod past it).
+    harness_volumes = [{"name": n, "emptyDir": {"sizeLimit": SERVICE_SPACE} if n == "lab-service" else {}}
+                       for n in ("pod", "lab-state", "lab-public", "lab-service")]
     spec["volumes"] = list(spec.get("volumes") or []) + harness_volumes
     tmp_mounts = [_mount(service.tmp_volume, CARRIED_TMP)] if service and service.tmp_volume else []
     lab_mounts = [_mount("pod", POD_DIR), _mount("lab-state", str(dirs.state)), _mount("lab-public", str(dirs.public))]

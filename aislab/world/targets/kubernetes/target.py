@@ -73,6 +73,17 @@ def lab_tag(target: str, slot: int) -> str:
     return f"{machine_id()}-{target}-{slot}"
 
 
+def leftover_slots(cluster: Cluster, target: str) -> set[int]:
+    """Slots of this machine and target whose namespaces are still there."""
+    prefix = f"{machine_id()}-{target}-"
+    try:
+        listed = cluster.core.list_namespace(label_selector=f"{MACHINE_LABEL}={machine_id()}").items
+    except ApiException:
+        return set()
+    tags = [(n.metadata.labels or {}).get(LABEL, "") for n in listed]
+    return {int(t.removeprefix(prefix)) for t in tags if t.startswith(prefix) and t.removeprefix(prefix).isdigit()}
+
+
 def lab_hosts() -> list[str]:
     return [h for h in HOSTS if h != "harness" and (h in MOCKS or h in PROXY_HOSTS)]
 
@@ -127,7 +138,8 @@ class KubernetesTarget(Target):
         cluster = Cluster(settings.access)
         # Permissions are asked for the namespace of slot 0 (they are the same for every slot).
         cluster.check_permissions(f"aislab-{lab_tag(cls.name, 0)}")
-        slot, fd = claim_slot("kubernetes", lambda n: cls(n, None, cluster, settings)._remove_leftovers())
+        slot, fd = claim_slot(cls.name, lambda n: cls(n, None, cluster, settings)._remove_leftovers(),
+                              lambda: leftover_slots(cluster, cls.name))
         return cls(slot, fd, cluster, settings)
 
     def _delivery(self) -> Delivery:
@@ -482,6 +494,15 @@ BROKEN = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImage
           "CreateContainerError", "CrashLoopBackOff", "RunContainerError"}
 
 
+def _keep(fh, chunk: bytes) -> None:
+    """A program's output into its log; a full log space keeps no more, the program still watched."""
+    try:
+        fh.write(chunk)
+        fh.flush()
+    except OSError:
+        pass
+
+
 def _message(err: ApiException) -> str:
     try:
         return json.loads(err.body).get("message", "")[:500]
@@ -522,8 +543,7 @@ class HostProgram(LabProcess):
                     ws.update(timeout=0.5)
                     if ws.peek_stdout():
                         chunk = ws.read_stdout().encode()
-                        fh.write(chunk)
-                        fh.flush()
+                        _keep(fh, chunk)
                         if self._announces and not self._ready.is_set():
                             *lines, partial = (partial + chunk).split(b"\n")
                             if b"READY" in lines:
@@ -739,8 +759,7 @@ class _PodLogs:
                 for chunk in response.stream(4096):
                     if self.stop.is_set():
                         break
-                    fh.write(chunk)
-                    fh.flush()
+                    _keep(fh, chunk)
                     if self.announces and not self.ready.is_set():
                         *lines, partial = (partial + chunk).split(b"\n")
                         if b"READY" in lines:
