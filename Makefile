@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 REPORT_DIR ?= reports/latest
 ARGS ?=
 
-.PHONY: setup lock docker-engine docker-images conformance test bench soak clean
+.PHONY: setup lock docker-engine docker-images local-cluster conformance test bench soak clean
 
 setup: $(VENV)/.ready node_modules/.ready .cache/k8s/.ready
 
@@ -38,6 +38,13 @@ docker-engine:
 docker-images: setup docker-engine
 	$(PY) -m aislab.world.targets.docker.images
 
+# The local single-node Kubernetes the kubernetes target is proven on: built once per machine from
+# Debian bookworm's own `kubernetes` source (1.20.2) with golang-1.19, cached outside the clone in
+# /var/cache/aislab/kubernetes/<source version>/ (a second build is a no-op). Start, stop, status
+# and its kubeconfig: scripts/local-cluster.sh start|stop|status|kubeconfig (the tests start it).
+local-cluster: setup
+	scripts/local-cluster.sh build
+
 # Headless Chromium (Debian's) for the test that opens the HTML report.
 $(VENV)/.browser-ready: scripts/setup.sh
 	scripts/setup.sh $(VENV) --browser
@@ -48,11 +55,11 @@ $(VENV)/.browser-ready: scripts/setup.sh
 # Gates call the command underneath, `.venv/bin/aislab run ...`: make itself exits 2 on any failure,
 # while aislab exits 0 conformant, 100 violated, 101 incomplete, 1 harness failure or interrupted.
 SAMPLE_CHART = --chart fixtures/charts/testkube-ai-service --values fixtures/values/good/everything.yaml
-conformance: setup $(if $(findstring docker,$(ARGS)),docker-engine)
+conformance: setup $(if $(findstring docker,$(ARGS))$(findstring kind,$(ARGS))$(findstring kubernetes,$(ARGS)),docker-engine)
 	$(VENV)/bin/aislab run --report-dir $(REPORT_DIR) $(if $(findstring --chart,$(ARGS)),,$(SAMPLE_CHART)) $(ARGS)
 
 # The project's own tests, including every known-bad variant against the suite.
-test: setup $(VENV)/.browser-ready docker-engine
+test: setup $(VENV)/.browser-ready docker-engine local-cluster
 	$(PY) -m pytest tests $(ARGS)
 
 # Lab set-up time, scenario count, suite wall time, and the service's own share.

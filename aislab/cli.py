@@ -34,6 +34,26 @@ def _report_dir(args: list[str]) -> Path:
     return Path(known.report_dir).resolve()
 
 
+def _target_ready(args: list[str]) -> str | None:
+    """A cluster target's missing tool or cluster, told before anything else loads (the
+    plugin checks it again when pytest is called directly)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--target", default="local")
+    for option in ("--kubeconfig", "--context", "--image-registry", "--kind-cluster"):
+        parser.add_argument(option)
+    parser.add_argument("--keep-cluster", action="store_true")
+    known, _ = parser.parse_known_args(args)
+    if known.target not in ("kubernetes", "kind"):
+        return None
+    from aislab.world.targets.base import LabError, preflight
+
+    try:
+        preflight(known.target, {k: getattr(known, k) for k in ("kubeconfig", "context", "image_registry", "kind_cluster", "keep_cluster")})
+    except LabError as err:
+        return str(err)
+    return None
+
+
 def _workers(args: list[str]) -> tuple[int, list[str]]:
     """--workers N (or auto: as many as the machine has cores, at most 2), and the other arguments."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -47,6 +67,10 @@ def _workers(args: list[str]) -> tuple[int, list[str]]:
 
 
 def run(args: list[str]) -> int:
+    problem = _target_ready(args)
+    if problem:
+        print(f"aislab: cannot start: {problem}", file=sys.stderr)
+        return 1
     import pytest
 
     workers, args = _workers(args)

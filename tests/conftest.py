@@ -1,7 +1,9 @@
-"""Prints the kill matrix after `make test`."""
+"""Prints the kill matrix after `make test`; the local Kubernetes cluster for the tests that need one."""
 
 import json
 from pathlib import Path
+
+import pytest
 
 MATRIX_FILE = Path(__file__).resolve().parent.parent / "reports" / "mutation-matrix.json"
 
@@ -25,3 +27,25 @@ def pytest_configure(config):
     import time
 
     config._aislab_tests_started = time.time()
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """The local single-node Kubernetes, built (or reused from the machine's cache) and started
+    once for the session; KUBECONFIG points at it. Left as it was found: stopped again at the end
+    unless it was running before."""
+    import os
+
+    from aislab.world.targets.kubernetes import local
+
+    was_running = local.running()
+    kubeconfig = local.ensure_started()
+    before = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    yield kubeconfig
+    if before is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = before
+    if not was_running:
+        local.stop()

@@ -40,12 +40,13 @@ class SuiteRun:
 
 
 def run_suite(name: str, report_dir: Path, mutant: str | None = None, extra: list[str] | None = None,
-              driver: Path | None = None, expect_no_report: bool = False) -> SuiteRun:
+              driver: Path | None = None, expect_no_report: bool = False, env_extra: dict[str, str] | None = None) -> SuiteRun:
     """The suite in a subprocess. `mutant`: the variant a defect driver selects through
     AIS_MUTANT (the reference's mutants unless another defect driver is given)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     if mutant:
         env["AIS_MUTANT"] = mutant
+    env.update(env_extra or {})
     driver = driver or DRIVERS / ("mutant.yaml" if mutant else "reference.yaml")
     cmd = [sys.executable, "-m", "pytest", "steps", "-q", "--driver", str(driver), "--report-dir", str(report_dir), *(extra or [])]
     started = time.monotonic()

@@ -21,7 +21,14 @@ from aislab.world.targets.docker import target as docker_target
 
 DRIVERS = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 TARGETS = ["local", "docker"]
-LAB_UP_BUDGET = {"local": 5, "docker": 10}  # seconds, with the docker images already built
+WITH_CLUSTER = [*TARGETS, "kubernetes"]  # the kubernetes target on the local cluster (tests/conftest.py)
+LAB_UP_BUDGET = {"local": 5, "docker": 10, "kubernetes": 60}  # seconds, with the docker images already built
+
+
+@pytest.fixture(autouse=True)
+def _cluster_for_kubernetes(request):
+    if "kubernetes" in getattr(getattr(request.node, "callspec", None), "params", {}).values():
+        request.getfixturevalue("local_cluster")
 
 
 def driver_with(tmp_path, command, timeout=20):
@@ -38,6 +45,13 @@ def leftovers(name: str, slot: int) -> list[str]:
     if name == "local":
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
         return [line for line in listed if line.startswith(f"ais{slot}-")]
+    if name == "kubernetes":
+        from aislab.world.targets.kubernetes.cluster import Access, Cluster
+        from aislab.world.targets.kubernetes.manifests import LABEL
+        from aislab.world.targets.kubernetes.target import lab_tag
+
+        tag = lab_tag("kubernetes", slot)
+        return [n.metadata.name for n in Cluster(Access()).core.list_namespace(label_selector=f"{LABEL}={tag}").items]
     client = docker.from_env()
     label = f"{docker_target.LABEL}=aislab-d{slot}"
     return ([c.name for c in client.containers.list(all=True, filters={"label": label})]
@@ -45,7 +59,7 @@ def leftovers(name: str, slot: int) -> list[str]:
             + sorted(firewall.tags(f"aislab-d{slot}")))
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", WITH_CLUSTER)
 @pytest.mark.parametrize("code, timeout, error", [
     ("import sys; print('config broken: no LLM_API_KEY', flush=True); sys.exit(3)", 20, r"(?s)exited with code 3.*config broken: no LLM_API_KEY"),
     ("import time; print('stuck in init', flush=True); time.sleep(30)", 1, r"(?s)not ready within 1s.*stuck in init"),
@@ -59,7 +73,7 @@ def test_a_service_that_never_becomes_ready_is_reported_with_its_log(tmp_path, t
         lab.down()
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", WITH_CLUSTER)
 def test_every_attempt_to_leave_the_service_host_is_caught_by_the_witness(tmp_path, target):
     # A server on this machine, on every address: the service's host must not reach it either.
     host_server = socket.create_server(("0.0.0.0", 0))
@@ -153,7 +167,7 @@ def test_leftovers_of_a_killed_run_are_removed_at_the_next_start(tmp_path, targe
         second.destroy()
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", WITH_CLUSTER)
 def test_teardown_leaves_nothing_behind(tmp_path, target):
     lab = Lab(make_target(target), load_driver(DRIVERS / "reference.yaml")).up()
     slot, state = lab.target.slot, lab.state_dir
@@ -212,8 +226,3 @@ def test_a_missing_image_is_named_with_how_to_load_it(tmp_path):
             lab.up()
     finally:
         lab.down()
-
-
-def test_kind_is_not_built_yet(tmp_path):
-    with pytest.raises(LabError, match="not built yet"):
-        make_target("kind")

@@ -29,10 +29,17 @@ class Mark:
 class Observer:
     def __init__(self, lab):
         self.lab = lab
-        self.service_ip = lab.target.address("service")
-        # The proxies relay only the service's traffic (the harness never uses them): what reaches
-        # the control plane through them is the service's too.
-        self.sources = {self.service_ip, *(lab.target.address(h) for h in ("tinyproxy", "squid"))}
+
+    @property
+    def service_ip(self) -> str:
+        """The running instance's address (on Kubernetes each instance is a pod of its own)."""
+        return self.lab.target.address("service")
+
+    @property
+    def sources(self) -> set[str]:
+        """The proxies relay only the service's traffic (the harness never uses them): what reaches
+        the control plane through them is the service's too."""
+        return {self.service_ip, *(self.lab.target.address(h) for h in ("tinyproxy", "squid"))}
 
     def __repr__(self) -> str:
         return f"Observer(service at {self.service_ip})"
@@ -45,10 +52,11 @@ class Observer:
         reader = self.lab.witnesses
         cp, llm, provider = reader.pool.map(lambda pair: reader.since(*pair),
                                             (("controlplane", mark.cp), ("llm", mark.llm), ("provider", mark.provider)))
+        service_ip, sources = self.service_ip, self.sources
         return Window(
-            cp=[e for e in cp if e["client"] in self.sources],
-            llm=[r for r in llm if r["client"] == self.service_ip],
-            harness_cp=[e for e in cp if e["client"] not in self.sources],
+            cp=[e for e in cp if e["client"] in sources],
+            llm=[r for r in llm if r["client"] == service_ip],
+            harness_cp=[e for e in cp if e["client"] not in sources],
             provider=provider,
         )
 

@@ -11,7 +11,7 @@ import subprocess
 
 # The packages whose behaviour decides verdicts or what the witnesses record.
 PACKAGES = ("pytest", "pytest-bdd", "allure-pytest-bdd", "httpx", "PyJWT", "cryptography", "dnslib", "starlette",
-            "uvicorn", "openai", "jsonschema", "PyYAML", "kubernetes-validate", "testcontainers", "docker")
+            "uvicorn", "openai", "jsonschema", "PyYAML", "kubernetes-validate", "testcontainers", "docker", "kubernetes")
 # tool: (command printing its version, the pattern of the version in it)
 TOOLS = {
     "squid": (["squid", "-v"], r"Version (\S+)"),

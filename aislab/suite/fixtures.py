@@ -13,7 +13,8 @@ from aislab.judging.verdict import Undetermined
 from aislab.report.evidence import EvidenceSink
 from aislab.judging.provocation import annotate
 from aislab.suite.exercising import SCOPE, begin
-from aislab.suite.plugin import EVIDENCE, EXERCISE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, is_lifetime, unresponsive
+from aislab.suite.plugin import (EVIDENCE, EXERCISE, NETWORK_FAMILIES, PROFILES, SESSION, Session, claim_ids, cluster_settings,
+                                 is_lifetime, unresponsive)
 from aislab.world.idle import IdleInstances
 from aislab.world.lab import Lab, PreflightError
 from aislab.world.mocks.llm.scriptbook import ScriptBook
@@ -27,9 +28,15 @@ def aislab_session(request) -> Session:
 
 @pytest.fixture(scope="session")
 def lab(aislab_session) -> Lab:
-    target = make_target(aislab_session.config.getoption("--target"))
+    config = aislab_session.config
+    target = make_target(config.getoption("--target"), cluster_settings(config))
     instance = Lab(target, aislab_session.driver)
     aislab_session.lab = instance
+    spec = aislab_session.driver.service.env_from_chart
+    if spec is not None:  # render, then run: a cluster target installs the chart itself
+        from aislab.suite.configuration import DEPLOYMENT
+
+        target.deploy_service_from_chart(config.stash[DEPLOYMENT], spec.container, spec.values, instance.values)
     try:
         instance.up()
         if wants_idle_instances(aislab_session):

@@ -25,6 +25,7 @@ from aislab.suite import sharding
 from aislab.suite.drilldown import DrillDown, label_marks, short_trace
 from aislab.suite.redaction import RedactingFileLogger, SessionRedactor
 from aislab.world.lab import FIXTURES, Lab
+from aislab.world.targets.base import LabError, preflight
 
 CLAIMS_FILE = PROJECT / "claims.yaml"
 CLAIM_ID = re.compile(r"^AIS-[A-Z]+-\d+$")
@@ -43,7 +44,7 @@ EXERCISE = pytest.StashKey[dict]()  # what the service was seen doing in a scena
 def pytest_addoption(parser):
     group = parser.getgroup("aislab", "ai-service conformance")
     group.addoption("--driver", default=str(FIXTURES / "drivers" / "reference.yaml"), help="driver file of the service under test")
-    group.addoption("--target", default="local", choices=("local", "docker", "kind"), help="lab backend")
+    group.addoption("--target", default="local", choices=("local", "docker", "kubernetes", "kind"), help="lab backend")
     group.addoption("--report-dir", default=str(PROJECT / "reports" / "latest"), help="where the report and evidence go")
     group.addoption("--profile", default="quick", choices=sorted(PROFILES),
                     help="quick: short idle windows; certification: long ones (as in Sonobuoy's modes)")
@@ -52,6 +53,19 @@ def pytest_addoption(parser):
     group.addoption("--deadline", default=None, type=float,
                     help="seconds the whole run may take; past it the run stops and its report says interrupted")
     group.addoption("--shard", default=None, help="I/N: judge only this worker's share of the selection (`aislab run --workers N` sets it)")
+    cluster = parser.getgroup("aislab-cluster", "the cluster targets (--target kubernetes, --target kind)")
+    cluster.addoption("--kubeconfig", default=None, help="kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config)")
+    cluster.addoption("--context", default=None, help="context of the kubeconfig (default: its current one)")
+    cluster.addoption("--image-registry", default=None,
+                      help="registry the cluster pulls from: the lab's images are pushed there (any cluster but kind and the local one)")
+    cluster.addoption("--kind-cluster", default=None, help="--target kind: reuse this kind cluster instead of creating one")
+    cluster.addoption("--keep-cluster", action="store_true", help="--target kind: keep the cluster the run created")
+
+
+def cluster_settings(config) -> dict:
+    """The cluster targets' options, as make_target takes them."""
+    return {key: config.getoption("--" + key.replace("_", "-"))
+            for key in ("kubeconfig", "context", "image_registry", "kind_cluster", "keep_cluster")}
 
 
 class Session:
@@ -122,7 +136,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", f"{LIFETIME}: judged over the service's whole life; runs after every other scenario")
     try:
         config.stash[SESSION] = s = Session(config)
-    except (DriverError, WaiverError) as err:
+        preflight(config.getoption("--target"), cluster_settings(config))
+    except (DriverError, WaiverError, LabError) as err:
         pytest.exit(f"cannot start: {err}", returncode=1)
     # Allure's results are redacted as they are written: a run killed midway leaves no secret.
     RedactingFileLogger.install(s.redactor)

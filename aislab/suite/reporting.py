@@ -48,6 +48,7 @@ def pytest_sessionfinish(session, exitstatus):
         "warnings": s.warnings + (lab.warnings if lab else []),
         "environment": getattr(s, "environment", {}),
         **({"deployment": deployment_judged(session.config)} if session.config.stash.get(DEPLOYMENT, None) else {}),
+        **({"targetDetails": details} if lab and (details := lab.target.details()) else {}),
     }
     expected: dict[str, set[str]] = {}
     for item in s.selected:

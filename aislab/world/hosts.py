@@ -29,6 +29,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def archive(records: Recorder, path: Path) -> None:
+    """A witness on a new host for the same service host (a new pod on Kubernetes) starts from
+    everything the one before it recorded: record numbers run on, the whole life stays readable."""
+    if path.exists():
+        for entry in json.loads(path.read_text()):
+            records.add(entry)
+
+
 def probe_route(records: Recorder):
     """POST /_lab/probe?name=N: the witness sends its positive control from inside the host."""
     from starlette.concurrency import run_in_threadpool
@@ -95,6 +103,8 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         # The witness on a service's host answers to its own secret: the service shares that host,
         # and may read its traffic (CAP_NET_RAW, as in any container), so never the mocks' secret.
         records = Recorder(lab["witness_secret"] if role == "witness" else lab["admin_secret"])
+        if role == "witness":
+            archive(records, state / "witness-archive.json")
         certs = state / f"certs-{role}-{host}"  # per process: the witnesses and the collector start at once
         certs.mkdir(mode=0o700, exist_ok=True)
         tls = SNIContexts(CA.load(state), certs, "outside.lab")
@@ -109,6 +119,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
             from aislab.world.witnesses.packets import PacketWitness
 
             packets = Recorder(lab["witness_secret"])
+            archive(packets, state / "packets-archive.json")
             PacketWitness(packets).start()
             app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes()), probe_route(records)])
             return [(app, listen(host, port), {})]
@@ -121,7 +132,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
         from aislab.world.witnesses.dnssink import SinkholeResolver, serve as serve_dns
 
         records = Recorder(lab["admin_secret"])
-        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v6_for=frozenset(lab["service_ips"]),
+        resolver = SinkholeResolver(lab["dns_names"], lab["outside_ip"], records.add, v4_only=frozenset(lab["v4_only"]),
                                     names_v6=lab["dns_names_v6"], default_v6=lab["outside_v6"])
         serve_dns(host, resolver)
         return [(records_app(records), listen(host, port), {})]

@@ -115,8 +115,10 @@ class Lab:
         self._values: dict[str, str] | None = None
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
-        # Never the service's proxy settings; a lab host that does not answer in seconds has died or stalls.
-        self.http = httpx.Client(trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        # Never the service's proxy settings; through the target's way to its hosts (on a cluster
+        # whose pods this machine cannot route to, a relay); a lab host that does not answer in
+        # seconds has died or stalls.
+        self.http = httpx.Client(trust_env=False, timeout=httpx.Timeout(10, connect=3), transport=self.target.http_transport())
         self.witnesses = WitnessReader(self.http, self.url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
@@ -197,6 +199,10 @@ class Lab:
     # --- bring-up ----------------------------------------------------------------------
     def up(self) -> "Lab":
         t0 = time.monotonic()
+        # The hosts first: a target may learn their addresses only by making them (pods), and
+        # everything written below names them.
+        self.target.create()
+        self.timings.update(self.target.timings)
         key = SigningKey.generate()
         self.tokens = TokenFactory(key, self.issuer, attacker_base=self.url("idp"))
         self.service_token = self.tokens.mint(self.directory.user_for("svc-ai-assistant"), exp=int(time.time()) + 86400)
@@ -229,12 +235,13 @@ class Lab:
             "harness_ip": addr("harness"),
             "service_ip": addr("service"),
             "service_ips": [addr(h) for h in SERVICE_HOSTS],
+            # Every lab host but the service's gets IPv4 answers only: a service host is dual-stack
+            # (its address may move: a pod per instance on Kubernetes, so it is named by the others').
+            "v4_only": [addr(h) for h in HOSTS if h not in SERVICE_HOSTS],
             "witness_tcp_port": WITNESS_TCP,
             "witness_udp_port": WITNESS_UDP,
         }))
         self._render_driver_files()
-        self.target.create()
-        self.timings.update(self.target.timings)
         self.timings["network"] = time.monotonic() - t0
         t1 = time.monotonic()
         # Every lab program, and how to start it again should it die or stall (heal).
@@ -300,7 +307,7 @@ class Lab:
 
     def _proxy_specs(self) -> list[tuple[str, proxies.ProxySpec]]:
         addr = self.target.address
-        specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), addr("harness").rsplit(".", 1)[0]),
+        specs = {"tinyproxy": proxies.tinyproxy(self.proxy_dir, addr("tinyproxy"), self.target.lab_network()),
                  "squid": proxies.squid(self.proxy_dir, addr("squid"), addr("dns"))}
         return [(kind, spec) for kind, group in specs.items() for spec in group]
 
@@ -322,7 +329,7 @@ class Lab:
         def probe() -> str | None:
             with socket.socket() as s:
                 s.settimeout(0.5)
-                return None if s.connect_ex((ip, port)) == 0 else "refused"
+                return None if s.connect_ex(self.target.reach(ip, port)) == 0 else "refused"
 
         _await_ready(proc, probe, timeout, f"{ip}:{port} open")
 
@@ -350,7 +357,7 @@ class Lab:
 
     def start_service(self, overrides: dict[str, str] | None = None) -> None:
         self.service_overrides = dict(overrides or {})
-        self.proxy_offsets = {name: path.stat().st_size for name, path in self.proxy_logs.items()}
+        self.proxy_offsets = {name: self.target.file_size(name.split("-")[0], path) for name, path in self.proxy_logs.items()}
         instance = self._begin_instance(self.service_overrides)
         if self.driver.chat.mode == "cli":  # nothing long-running: every chat starts the assistant afresh
             return
@@ -478,7 +485,7 @@ class Lab:
 
     def drain_witnesses(self, host: str = "service") -> None:
         """Wait until everything the service has sent so far from a host is completely recorded."""
-        self.witnesses.drain((self.target.address(host), WITNESS_TCP), witness_host(host))
+        self.witnesses.drain(self.target.reach(self.target.address(host), WITNESS_TCP), witness_host(host))
 
     def down(self) -> None:
         """Tear the lab down and delete its state (keys, secrets, logs): what a report keeps
@@ -604,9 +611,8 @@ class Lab:
         and the tunnels squid has open now."""
         out = []
         for name, path in self.proxy_logs.items():
-            with path.open("rb") as fh:
-                fh.seek(0 if whole_life else self.proxy_offsets.get(name, 0))
-                text = fh.read().decode("utf-8", "replace")
+            text = self.target.read_file(name.split("-")[0], path, 0 if whole_life else self.proxy_offsets.get(name, 0))
+            text = text.decode("utf-8", "replace")
             out += [{**r, "instance": name} for r in proxies.parse_log(name.split("-")[0], text)]
         try:
             active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")

@@ -29,6 +29,17 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
+def subject_alt_names(names) -> list[x509.GeneralName]:
+    """Server names and IP addresses, each as what it is."""
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    return sans
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
@@ -71,12 +82,7 @@ class CA:
         """(cert PEM, key PEM) for server names and/or IP addresses."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        sans = []
-        for name in names:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                sans.append(x509.DNSName(name))
+        sans = subject_alt_names(names)
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(names[0]))

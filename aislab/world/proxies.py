@@ -22,10 +22,11 @@ class ProxySpec:
     ports: tuple[int, int]
 
 
-def tinyproxy(workdir: Path, ip: str, subnet: str) -> list[ProxySpec]:
-    """Two tinyproxy processes: one that forwards, one that refuses every client (403)."""
+def tinyproxy(workdir: Path, ip: str, clients: str) -> list[ProxySpec]:
+    """Two tinyproxy processes: one that forwards for `clients` (the lab's network, a CIDR), one
+    that refuses every client (403)."""
     specs = []
-    for port, allow, label in ((PORTS["tinyproxy"][0], f"{subnet}.0/24", "accept"), (PORTS["tinyproxy"][1], "127.0.0.1", "refuse")):
+    for port, allow, label in ((PORTS["tinyproxy"][0], clients, "accept"), (PORTS["tinyproxy"][1], "127.0.0.1", "refuse")):
         log = workdir / f"tinyproxy-{label}.log"
         conf = workdir / f"tinyproxy-{label}.conf"
         conf.write_text(

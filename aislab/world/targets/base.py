@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -125,6 +126,19 @@ class LabProcess(ABC):
     def stop(self, grace: float = 3.0) -> None:
         stop_all([self], grace)
 
+    def _await_ready_event(self, ready: threading.Event, exited: threading.Event, timeout: float) -> None:
+        """For a program whose output a thread reads: until that thread saw READY, or the program
+        ended first (its code in `self.returncode`)."""
+        deadline = time.monotonic() + timeout
+        while not ready.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._not_ready(timeout, None)
+            if exited.wait(min(left, 0.05)):
+                if ready.is_set():
+                    return
+                raise self._not_ready(timeout, self.returncode)
+
     def _not_ready(self, timeout: float, code: int | None) -> LabError:
         if code is not None:
             return LabError(f"lab host {self.name} exited ({code}) before it was ready:\n{self.tail()}")
@@ -233,7 +247,7 @@ class Target(ABC):
         its program (and a script's interpreter) missing, hidden or not executable, and any
         other absolute path it names that exists here but not there (a private /tmp hides what
         lies under the machine's)."""
-        found = self.run_in("service", ["sh", "-c", SEEN_FROM_INSIDE, "preflight", *command], sandbox=sandbox, timeout=20)
+        found = self.look_inside(command, sandbox)
         if found.returncode != 0:
             raise LabError(f"could not look into the service's sandbox: {found.stderr.strip()[-500:]}")
         problems = []
@@ -250,9 +264,50 @@ class Target(ABC):
                 problems.append(f"the {role} {path} does not exist" + ("" if path.startswith("/") else " on the service's PATH"))
         return problems
 
+    def look_inside(self, command: list[str], sandbox: Sandbox) -> subprocess.CompletedProcess:
+        """SEEN_FROM_INSIDE run in the service's sandbox with `command` as its arguments."""
+        return self.run_in("service", ["sh", "-c", SEEN_FROM_INSIDE, "preflight", *command], sandbox=sandbox, timeout=20)
+
     @abstractmethod
     def may_run_as(self, uid: int, command: list[str]) -> bool:
         """Whether a user other than root can run this command on the service's host."""
+
+    def read_file(self, host: str, path: Path, offset: int = 0) -> bytes:
+        """A file a program on `host` writes (a proxy's log), from `offset` on. Here the lab's
+        directories are this machine's; a target whose hosts keep their own overrides it."""
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+
+    def file_size(self, host: str, path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def lab_network(self) -> str:
+        """The lab's hosts' addresses, as a CIDR (who the accepting proxy serves)."""
+        return f"{self.subnet}.0/24"
+
+    def reach(self, address: str, port: int) -> tuple[str, int]:
+        """Where the harness connects to reach `address:port` of a lab host: the address itself,
+        unless the hosts are behind a relay (a cluster whose pods this machine cannot route to)."""
+        return address, port
+
+    def http_transport(self):
+        """The harness's HTTP transport to the lab's hosts (None: httpx's own)."""
+        return None
+
+    def deploy_service_from_chart(self, deployment, container: str | None, overrides: dict, values) -> None:
+        """Run the service as its chart deploys it (render, then run); a target without a
+        cluster runs it with the chart's env alone (the driver's env, already taken from it)."""
+
+    def details(self) -> dict | None:
+        """What a reviewer should know of where the lab ran, beyond the target's name."""
+        return None
 
     @abstractmethod
     def _remove_leftovers(self) -> None:
@@ -266,7 +321,12 @@ class Target(ABC):
         self.release()
 
 
-def make_target(name: str) -> Target:
+TARGETS = ("local", "docker", "kubernetes", "kind")
+
+
+def make_target(name: str, settings: dict | None = None) -> Target:
+    """`settings`: the cluster targets' options (kubeconfig, context, image_registry,
+    kind_cluster, keep_cluster)."""
     if name == "local":
         from aislab.world.targets.local import LocalTarget
 
@@ -275,9 +335,20 @@ def make_target(name: str) -> Target:
         from aislab.world.targets.docker import DockerTarget
 
         return DockerTarget.acquire()
-    if name == "kind":
-        raise LabError("target 'kind' is not built yet (see the issue tracker); use --target local or docker")
-    raise LabError(f"unknown target {name!r}; choose local, docker or kind")
+    if name in ("kubernetes", "kind"):
+        from aislab.world.targets.kubernetes import acquire
+
+        return acquire(name, settings or {})
+    raise LabError(f"unknown target {name!r}; choose {', '.join(TARGETS)}")
+
+
+def preflight(name: str, settings: dict | None = None) -> None:
+    """What can be told before any scenario runs: a cluster target's missing tool, kubeconfig,
+    unreachable cluster or missing permission is a broken input (exit 1), never a verdict."""
+    if name in ("kubernetes", "kind"):
+        from aislab.world.targets.kubernetes import preflight as cluster_preflight
+
+        cluster_preflight(name, settings or {})
 
 
 def slot_lock(kind: str, slot: int) -> Path:

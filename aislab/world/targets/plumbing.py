@@ -19,10 +19,14 @@ def egress_witness_plumbing(in_netns: list[str], allowed: list[str]) -> None:
     attempt that is not to `allowed` (lab infrastructure, IPv4 only) to the witness, which
     records it. The host is dual-stack on purpose: an attempt over IPv6 is witnessed like one
     over IPv4, not silently refused."""
-    # Unprivileged ICMP echo sockets, as Docker allows every container: a service may ping
-    # without privileges, so the packet witness must be there to see it.
-    _run(in_netns, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
-                    "net.ipv6.conf.lo.disable_ipv6=0", "net.ipv4.ping_group_range=0 2147483647"])
+    # IPv6 on, and unprivileged ICMP echo sockets as Docker allows every container (a service may
+    # ping without privileges, so the packet witness must be there to see it). Set only what
+    # differs: a pod's /proc/sys is read-only (the kubernetes target asks for these in its spec).
+    wanted = {"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0",
+              "net.ipv6.conf.lo.disable_ipv6": "0", "net.ipv4.ping_group_range": "0 2147483647"}
+    now = subprocess.run([*in_netns, "sysctl", "-n", *wanted], capture_output=True, text=True).stdout.splitlines()
+    if [" ".join(v.split()) for v in now] != list(wanted.values()):
+        _run(in_netns, ["sysctl", "-qw", *(f"{k}={v}" for k, v in wanted.items())])
     _run(in_netns, ["ip", "-batch", "-"], "\n".join([
         # No ARP or neighbour discovery on the dead end: a packet of any protocol is sent onto it
         # at once (and so seen by the packet witness), instead of waiting for a neighbour that never answers.

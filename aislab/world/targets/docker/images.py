@@ -37,6 +37,9 @@ CACHE = Path(os.environ.get("AISLAB_CACHE", PROJECT / ".cache"))
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 RUNTIME = ("httpx", "starlette", "uvicorn", "openai", "PyJWT", "cryptography", "PyYAML", "dnslib")
 PROXY_BINARIES = ("tinyproxy", "squid")
+# The egress witness's plumbing, applied inside a pod by the kubernetes target (plumbing.py).
+PLUMBING_BINARIES = ("ip", "xtables-nft-multi", "sysctl")
+PLUMBING_PACKAGES = ("iproute2", "iptables", "procps")
 PROXY_DATA_PACKAGES = ("squid-common", "squid-langpack")  # config defaults, error pages
 SOURCES = ("aislab", "reference_service", "mutants", "fixtures")
 
@@ -48,7 +51,9 @@ FROM ${BASE}
 COPY debs /tmp/debs
 RUN for deb in /tmp/debs/*.deb; do [ -e "$deb" ] || continue; \\
       dpkg-deb --fsys-tarfile "$deb" | tar -x --keep-directory-symlink -C / || exit 1; done \\
- && rm -rf /tmp/debs
+ && rm -rf /tmp/debs \\
+ && for t in iptables ip6tables; do for s in "" -restore -save; do \\
+      [ -e /usr/sbin/$t-nft$s ] && ln -sf $t-nft$s /usr/sbin/$t$s; done; done
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/venv \\
  && /opt/venv/bin/pip install -q --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \\
@@ -148,10 +153,10 @@ def _owning_packages(paths: list[str]) -> set[str]:
 def proxy_packages() -> list[str]:
     """The proxies' packages and the ones owning every library their binaries load: exactly what
     running them needs (the recursive Depends closure would drag in systemd and perl)."""
-    binaries = [shutil.which(b) for b in PROXY_BINARIES]
+    binaries = [shutil.which(b) for b in (*PROXY_BINARIES, *PLUMBING_BINARIES)]
     if None in binaries:
-        raise ImageError("the proxies' images are made from this machine's tinyproxy and squid packages: "
-                         "apt-get install tinyproxy squid (make setup does)")
+        raise ImageError("the lab image is made from this machine's tinyproxy, squid, iproute2, iptables and procps "
+                         "packages: apt-get install tinyproxy squid iproute2 iptables procps (make setup does)")
     ldd = run(["ldd", *binaries]).stdout
     libs = [part for line in ldd.splitlines() for part in line.split() if part.startswith("/")]
     return sorted(_owning_packages([*binaries, *libs]) | set(PROXY_DATA_PACKAGES))
@@ -227,7 +232,7 @@ def ensure_images(base: str | None = None, log=print, exact: bool = False) -> di
 
 
 def _fingerprint(base: str | None) -> str:
-    versions = subprocess.run(["dpkg-query", "-W", *PROXY_BINARIES, *PROXY_DATA_PACKAGES, "tinyproxy-bin"],
+    versions = subprocess.run(["dpkg-query", "-W", *PROXY_BINARIES, *PROXY_DATA_PACKAGES, "tinyproxy-bin", *PLUMBING_PACKAGES],
                               capture_output=True, text=True).stdout
     files = sorted(p for name in SOURCES for p in (PROJECT / name).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     stats = [f"{p.relative_to(PROJECT)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]

@@ -114,15 +114,7 @@ class ContainerProcess(LabProcess):
         return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
 
     def await_ready_line(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._ready.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._not_ready(timeout, None)
-            if self._exited.wait(min(left, 0.05)):
-                if self._ready.is_set():
-                    return
-                raise self._not_ready(timeout, self.returncode)
+        self._await_ready_event(self._ready, self._exited, timeout)
 
 
 class DockerTarget(Target):
