@@ -53,7 +53,7 @@ def start(report_dir: Path, *args: str, ignored: tuple[int, ...] = ()) -> subpro
 def await_evidence(report_dir: Path, scenarios: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Until the run has judged that many scenarios (their evidence is on disk)."""
     deadline = time.monotonic() + timeout
-    while len(list((report_dir / "evidence").glob("*"))) < scenarios:
+    while len(list(report_dir.glob("evidence/*")) + list(report_dir.glob("workers/*/evidence/*"))) < scenarios:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "the run judged too few scenarios in time"
         time.sleep(0.2)  # another process fills the directory: look again
@@ -131,7 +131,7 @@ def test_a_run_past_its_deadline_stops_and_says_so(tmp_path):
 # --- 3. a killed run -------------------------------------------------------------------------
 def test_a_killed_run_leaves_no_secret_in_clear_and_the_next_run_removes_its_lab(tmp_path):
     before = lab_dirs()
-    proc = start(tmp_path / "killed", "--claims", "authentication,authorization")
+    proc = start(tmp_path / "killed", "--claims", "authentication,authorization", "--workers", "1")
     await_evidence(tmp_path / "killed", 4, proc)
     (orphan,) = lab_dirs() - before
     state = orphan / "state"

@@ -213,12 +213,6 @@ def pytest_collection_modifyitems(config, items):
     # those that configure it alike run side by side, so it restarts no more than it must.
     # Lifetime scenarios end the service's life, so they come after everything else.
     keep.sort(key=lambda item: (is_lifetime(item), is_network(s, item), service_setup(item)))
-    shard = sharding.parse(config.getoption("--shard"))
-    if shard:  # a worker of a parallel run: its share, every worker working it out alike
-        mine = sharding.plan(keep, shard[1], lambda i: service_setup(i) if is_network(s, i) else i.nodeid, is_lifetime,
-                             lambda i: is_network(s, i))[shard[0] - 1]
-        drop += [item for item in keep if item not in mine]
-        keep = mine
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
@@ -235,11 +229,17 @@ def pytest_collection_finish(session):
         return
     s.selected = [item for item in session.items if claim_ids(item)]
     _RUNNING.append(s)
-    if s.selected == [] and sharding.parse(session.config.getoption("--shard")) and getattr(s, "scenarios_collected", False):
-        pytest.exit("this worker's share of the selection is empty", returncode=0)  # more workers than groups of scenarios
     if getattr(s, "scenarios_collected", False) and not s.selected and not session.config.option.collectonly:
         pytest.exit(f"the selection ({s.selection()}) matches no scenario: nothing would be judged; "
                     f"claims: {', '.join(s.claims)}; families: {', '.join(sorted(s.families))}", returncode=1)
+    shard = sharding.parse(session.config.getoption("--shard"))
+    if shard and s.selected:  # a worker of a parallel run: its share of what -m and -k left, every worker working it out alike
+        mine = sharding.plan(s.selected, shard[1], lambda i: service_setup(i) if is_network(s, i) else i.nodeid, is_lifetime,
+                             lambda i: is_network(s, i))[shard[0] - 1]
+        session.config.hook.pytest_deselected(items=[item for item in s.selected if item not in mine])
+        session.items[:] = s.selected = mine
+        if not mine:
+            pytest.exit("this worker's share of the selection is empty", returncode=0)  # more workers than groups of scenarios
 
 
 def service_setup(item) -> str:

@@ -8,6 +8,7 @@ SIGTERM) goes to every worker, and each stops as a single run does: interrupted,
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ from aislab.report.conformance import EXIT_HARNESS_FAILED
 from aislab.report.evidence import Redactor
 from aislab.report.merge import merge, merge_junit, write
 from aislab.suite.sharding import remember_seconds
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def run(pytest_args: list[str], report_dir: Path, workers: int) -> int:
@@ -44,7 +47,8 @@ def _run(pytest_args: list[str], report_dir: Path, workers: int) -> int:
                    "--alluredir", str(report_dir / "allure-results"), "--shard", f"{i}/{workers}"]
         directory.parent.mkdir(exist_ok=True)
         with output(directory).open("wb") as out:  # beside its directory, which the worker empties when it starts
-            procs.append(subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=stop_with_parent))
 
     def forward(signum, _frame):  # every worker stops as a single run would, and says so
         for proc in procs:
@@ -74,6 +78,12 @@ def _run(pytest_args: list[str], report_dir: Path, workers: int) -> int:
     remember_seconds({sc["nodeid"]: sc["seconds"] for c in report["claims"] for sc in c["scenarios"] if sc["outcome"] != "not_applicable"})
     summary(report)
     return report["exitCode"]
+
+
+def stop_with_parent() -> None:
+    """A worker whose parent is killed outright gets SIGTERM: it stops as an interrupted run does,
+    tearing its lab down, instead of judging on for no one."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def output(directory: Path) -> Path:
