@@ -38,3 +38,10 @@ def test_a_broken_driver_file_names_the_field(tmp_path):
     run = run_suite("broken-driver", tmp_path / "report", driver=driver, expect_no_report=True)
     assert run.exit_code != 0
     assert "service.port: expected int" in run.output
+
+
+def test_the_scale_scenario_is_not_applicable_outside_the_certification_profile_never_passed(tmp_path):
+    run = run_suite("scale-quick", tmp_path / "report", extra=["--claims", "AIS-AUDIT-02", "-k", "fifty"])
+    (scenario,) = [s for c in run.report["claims"] for s in c["scenarios"]]
+    assert scenario["outcome"] == "not_applicable" and "runs only with --profile certification" in scenario["message"], scenario
+    assert run.verdicts == {"AIS-AUDIT-02": "not_applicable", "AIS-RBAC-03": "not_applicable"} and run.exit_code == 101, run.output
