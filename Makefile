@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 REPORT_DIR ?= reports/latest
 ARGS ?=
 
-.PHONY: setup lock docker-engine docker-images conformance test bench clean
+.PHONY: setup lock docker-engine docker-images conformance test bench soak clean
 
 setup: $(VENV)/.ready node_modules/.ready .cache/k8s/.ready
 
@@ -58,6 +58,10 @@ test: setup $(VENV)/.browser-ready docker-engine
 # Lab set-up time, scenario count, suite wall time, and the service's own share.
 bench: setup docker-engine
 	$(PY) -m aislab.bench $(ARGS)
+
+# The harness's own reliability: the suite N times (ARGS="--runs 20 --target local --load"), flaky scenarios named.
+soak: setup $(if $(findstring docker,$(ARGS)),docker-engine)
+	$(PY) -m aislab.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules reports

@@ -1,17 +1,22 @@
-"""`make bench`: the docker target's image builds (cold, then cached), and one full suite run
-against the reference on each target, measured in the same run.
+"""`make bench`: the docker target's image builds (cold, then cached), and full suite runs
+against the reference, measured in the same run: on each target with one worker, and on the
+local target with the default workers too.
 
-Prints, per target, lab set-up seconds, scenario count, suite wall seconds and the service's
-own share (start-up and CPU seconds), the configuration family's time on the six good values
-files (fixtures/values/good: render, render again without each key, schemas, checks), and
-writes everything to reports/bench.json.
-`--targets local` skips docker; `--no-cold` keeps the images (no cold build).
+Prints, per run, lab set-up seconds, scenario count, suite wall seconds, the run's FLOOR (what
+cannot be avoided: the service's start-ups, the chats' round trips and the idle windows, each as
+the service or the profile spends them) and wall / floor, the service's own share (CPU seconds),
+and the configuration family's time on the six good values files (fixtures/values/good: render,
+render again without each key, schemas, checks). Writes everything to reports/bench.json.
+`--targets local` skips docker; `--no-cold` keeps the images (no cold build); `--no-parallel`
+skips the run with the default workers; `--certification` adds the certification profile with
+the default workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -65,12 +70,18 @@ def configuration(files: list) -> dict:
     return {"values_files": len(files), "seconds": round(time.monotonic() - started, 2), "per_file": per_file}
 
 
-def suite(target: str, extra: list[str]) -> dict:
-    report_dir = PROJECT / "reports" / f"bench-{target}"
+def floor(timings: dict) -> float:
+    """What a run cannot do without: the service's start-ups, the chats' round trips, the idle windows."""
+    return sum(timings.get(k, 0.0) for k in ("service_starts_total", "chat_wall", "idle_total"))
+
+
+def suite(target: str, extra: list[str], workers: int = 1, name: str | None = None) -> dict:
+    report_dir = PROJECT / "reports" / f"bench-{name or target}"
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "steps", "-q", "--target", target, "--report-dir", str(report_dir), *WITH_CHART, *extra],
-        cwd=PROJECT, capture_output=True, text=True,
+        [sys.executable, "-m", "aislab.cli", "run", "--target", target, "--report-dir", str(report_dir), "--workers", str(workers),
+         *WITH_CHART, *extra],
+        cwd=PROJECT, capture_output=True, text=True, env={**os.environ, "AISLAB_NO_HTML": "1"},
     )
     wall = time.monotonic() - started
     report_file = report_dir / "conformance-report.json"
@@ -78,7 +89,10 @@ def suite(target: str, extra: list[str]) -> dict:
         print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
         raise SystemExit(f"bench: the suite on {target} wrote no report")
     report = json.loads(report_file.read_text())
-    t = report["timings"]
+    parts = [json.loads((report_dir / w["report"] / "conformance-report.json").read_text())["timings"] for w in report.get("workers", [])]
+    t = report["timings"] if not parts else {k: max(p.get(k, 0) for p in parts) for k in set().union(*parts)}
+    # A parallel run's floor is its slowest worker's: the others' waits overlap it.
+    floor_seconds = floor(report["timings"]) if not parts else max(floor(p) for p in parts)
     by_family: dict[str, float] = {}
     for claim in report["claims"]:
         by_family[claim["family"]] = by_family.get(claim["family"], 0.0) + sum(sc["seconds"] for sc in claim["scenarios"])
@@ -89,7 +103,10 @@ def suite(target: str, extra: list[str]) -> dict:
         "hosts_seconds": t.get("network"),
         "mocks_seconds": t.get("mocks"),
         "scenarios": sum(len(c["scenarios"]) for c in report["claims"]),
+        "workers": workers,
         "suite_wall_seconds": round(wall, 2),
+        "floor_seconds": round(floor_seconds, 2),
+        "wall_per_floor": round(wall / floor_seconds, 2) if floor_seconds else None,
         "network_scenarios_seconds": round(network, 2),
         "configuration_scenarios_seconds": round(own, 2),
         "other_scenarios_seconds": round(sum(by_family.values()) - network - own, 2),
@@ -106,24 +123,37 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="local,docker")
     parser.add_argument("--no-cold", action="store_true", help="do not remove and rebuild the images")
+    parser.add_argument("--no-parallel", action="store_true", help="no run with the default workers")
+    parser.add_argument("--certification", action="store_true", help="also the certification profile, with the default workers")
     args, extra = parser.parse_known_args(argv)
     targets = args.targets.split(",")
     numbers: dict = {}
     if "docker" in targets:
         numbers["docker_images"] = image_builds(cold=not args.no_cold)
     numbers["configuration"] = configuration(GOOD_VALUES)
+    runs = list(targets)
     for target in targets:
         numbers[target] = suite(target, extra)
+    default_workers = min(2, os.cpu_count() or 1)
+    if "local" in targets and not args.no_parallel and default_workers > 1:
+        runs.append("local-parallel")
+        numbers["local-parallel"] = suite("local", extra, default_workers, "local-parallel")
+        numbers["local-parallel"]["of_sequential_wall"] = round(numbers["local-parallel"]["suite_wall_seconds"]
+                                                                / numbers["local"]["suite_wall_seconds"], 2)
+    if args.certification:
+        runs.append("certification-parallel")
+        numbers["certification-parallel"] = suite("local", [*extra, "--profile", "certification"], default_workers, "certification")
+    targets = runs
     (PROJECT / "reports").mkdir(exist_ok=True)
     (PROJECT / "reports" / "bench.json").write_text(json.dumps(numbers, indent=2) + "\n")
     if "docker_images" in numbers:
         print("docker images:", {k: v for k, v in numbers["docker_images"].items() if k != "images"})
     c = numbers["configuration"]
     print(f"configuration family: {c['seconds']} s for {c['values_files']} values files {c['per_file']}")
-    keys = list(numbers[targets[0]])
-    print(f"{'':<34}" + "".join(f"{t:>14}" for t in targets))
+    keys = list(dict.fromkeys(k for t in targets for k in numbers[t]))
+    print(f"{'':<34}" + "".join(f"{t:>24}" for t in targets))
     for key in keys:
-        print(f"{key:<34}" + "".join(f"{str(numbers[t][key]):>14}" for t in targets))
+        print(f"{key:<34}" + "".join(f"{str(numbers[t].get(key, '-')):>24}" for t in targets))
     return 0 if all(numbers[t]["exit_code"] == 0 for t in targets) else 1
 
 

@@ -34,10 +34,30 @@ def _report_dir(args: list[str]) -> Path:
     return Path(known.report_dir).resolve()
 
 
+def _workers(args: list[str]) -> tuple[int, list[str]]:
+    """--workers N (or auto: as many as the machine has cores, at most 2), and the other arguments."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workers", default="auto")
+    known, rest = parser.parse_known_args(args)
+    if known.workers == "auto":
+        return min(2, os.cpu_count() or 1), rest
+    if not known.workers.isdigit() or int(known.workers) < 1:
+        raise SystemExit(f"aislab: --workers {known.workers}: give a number of workers (1 or more) or auto")
+    return int(known.workers), rest
+
+
 def run(args: list[str]) -> int:
     import pytest
 
+    workers, args = _workers(args)
     report_dir = _report_dir(args)
+    if workers > 1:
+        from aislab.suite import workers as parallel
+
+        code = parallel.run([a for a in _without_report_dir(args)], report_dir, workers)
+        if (report_dir / "conformance-report.json").exists():
+            render_html(report_dir)
+        return code
     pytest_args = [str(PROJECT / "steps"), "--rootdir", str(PROJECT), "-c", str(PROJECT / "pyproject.toml"), "-q",
                    "--report-dir", str(report_dir), "--junitxml", str(report_dir / "junit.xml"),
                    "--alluredir", str(report_dir / "allure-results"), *args]
@@ -51,8 +71,23 @@ def run(args: list[str]) -> int:
     return code if code in EXIT_CODES and code == status else 1
 
 
+def _without_report_dir(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--report-dir":
+            skip = True
+        elif not a.startswith("--report-dir="):
+            out.append(a)
+    return out
+
+
 def render_html(report_dir: Path) -> None:
-    """The claims page and the Allure drill-down; a missing renderer is said, never fatal."""
+    """The claims page and the Allure drill-down; a missing renderer is said, never fatal.
+    (`AISLAB_NO_HTML=1`: not at all, as the benchmark measures the suite alone.)"""
+    if os.environ.get("AISLAB_NO_HTML"):
+        return
     env = {**os.environ, "PY": sys.executable}
     subprocess.run([str(PROJECT / "scripts" / "html-report.sh"), str(report_dir)], env=env, cwd=PROJECT, check=False)
 

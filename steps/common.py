@@ -36,13 +36,11 @@ class Chat:
     environment: str
     exchange: ChatExchange
     window: Window
-    digest_before: str
-    digest_after: str
 
     def __repr__(self) -> str:
         # A step argument in the Allure drill-down and in tracebacks: never the user's token.
         who = f"{self.persona} ({self.sub})" if self.persona else "anonymous"
-        state = "unchanged" if self.digest_before == self.digest_after else "changed"
+        state = "changed" if any(e.get("changedState") for e in self.window.cp) else "unchanged"
         return (f"Chat({who} in {self.environment}, conversation {self.conversation}: HTTP {self.exchange.status}, "
                 f"{len(self.window.llm)} LLM requests, {len(self.window.cp)} control-plane requests, state {state})")
 
@@ -58,7 +56,6 @@ def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | Non
     if script:
         lab.register_scripts([script])
     mark = observer.mark()
-    before = lab.cp_digest()
     converse = partial(lab.converse, f"[conv:{conversation}] {prompt}", token, environment, user=persona, role=role, patience=patience)
     if during is None:
         exchange, record = converse()
@@ -73,9 +70,8 @@ def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | Non
         settle()
     window = observer.since(mark)
     record.counts = chat_counts(window.llm + window.provider, api_calls(window))
-    after = lab.cp_digest()
     sub = lab.user(persona)["sub"] if persona else None
-    return Chat(persona, sub, token, conversation, environment, exchange, window, before, after)
+    return Chat(persona, sub, token, conversation, environment, exchange, window)
 
 
 def new_conversation() -> str:

@@ -29,33 +29,14 @@ def provider_names(lab) -> set[str]:
 
 @given("the egress witness is shown to record an attempt to leave the service's host")
 def witness_positive_control(lab, evidence):
-    """Canary TLS connections over IPv4 and IPv6, DNS queries to a foreign server over both,
-    and a lookup through the lab resolver (A and AAAA), made from inside the service's host,
-    must all be recorded; otherwise silence later proves nothing and the scenario is undetermined."""
+    """Canary TLS connections over IPv4 and IPv6, DNS queries to a foreign server over both, a
+    lookup through the lab resolver (A and AAAA), ICMP echoes over both and a raw IP packet, sent
+    from inside the service's host (by the witness process, which shares its network stack), must
+    all be recorded; otherwise silence later proves nothing and the scenario is undetermined."""
     name = f"canary-{secrets.token_hex(4)}.{PROBE_DOMAIN}"
-    probe = (
-        "import socket, ssl\n"
-        "from dnslib import DNSRecord\n"
-        "ctx = ssl.create_default_context()\n"
-        f"for family, ip in ((socket.AF_INET, '{PROBE_V4}'), (socket.AF_INET6, '{PROBE_V6}')):\n"
-        f"    s = socket.create_connection((ip, 443), timeout=3)\n"
-        f"    try:\n        ctx.wrap_socket(s, server_hostname='{name}')\n    except (ssl.SSLError, OSError):\n        pass\n"
-        f"    u = socket.socket(family, socket.SOCK_DGRAM); u.sendto(DNSRecord.question('{name}').pack(), (ip, 53))\n"
-        f"try:\n    socket.getaddrinfo('{name}', 443, type=socket.SOCK_STREAM)\nexcept OSError:\n    pass\n"
-        # Protocols beyond TCP and UDP: an ICMP echo over both families and a raw IP packet.
-        "echo = bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b'aislab-probe'\n"
-        "total = sum(echo[i] << 8 | echo[i + 1] for i in range(0, len(echo), 2))\n"
-        "total = (total & 0xffff) + (total >> 16)\n"
-        "echo = echo[:2] + (~total & 0xffff).to_bytes(2, 'big') + echo[4:]\n"
-        f"socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(echo, ('{PROBE_V4}', 0))\n"
-        f"socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6).sendto(bytes([128]) + echo[1:2] + bytes(2) + echo[4:], ('{PROBE_V6}', 0))\n"
-        f"socket.socket(socket.AF_INET, socket.SOCK_RAW, {PROBE_PROTOCOL}).sendto(b'aislab-probe', ('{PROBE_V4}', 0))\n"
-    )
-    result = lab.target.run_in("service", [lab.values()["python"], "-c", probe])
-    lab.await_records("witness", lambda r: r.get("dns") == name and r.get("ip") == 6, timeout=3)
-    lab.await_records("packets", lambda r: r.get("proto") == f"ip-{PROBE_PROTOCOL}", timeout=3)
-    view = NetView.of(lab)
-    evidence["witness-positive-control"] = {"probe_exit": result.returncode, "stderr": result.stderr[-500:], **view.as_evidence()}
+    lab.witness_probe(name)
+    view = NetView.of(lab)  # once everything begun is recorded
+    evidence["witness-positive-control"] = {"probe": name, **view.as_evidence()}
     network_checks.witness_saw_probe(view, {"tcp over IPv4": PROBE_V4, "tcp over IPv6": PROBE_V6}, name,
                                      {"icmp": PROBE_V4, "icmpv6": PROBE_V6, f"ip-{PROBE_PROTOCOL}": PROBE_V4})
     lab.reset_witnesses()

@@ -9,6 +9,8 @@ from pytest_bdd import given, parsers, scenarios, then, when
 from aislab.judging import checks, fault_checks
 from aislab.judging.credentials import CredentialIndex, token_subject
 from aislab.judging.direct import DirectReader
+from aislab.judging.observe import tool_exchanges
+from aislab.judging.testkube import READ_TOOLS
 from aislab.judging.verdict import Undetermined, undetermined_unless, violations_first
 from aislab.world.faults import Faults
 from steps.common import Chat, new_conversation, nothing_forbidden, run_chat, scripted_chat
@@ -33,6 +35,8 @@ def own_token_only(lab, chat: Chat) -> None:
 @then(parsers.parse("every tool result equals, in canary data, the same read made directly by the {persona}"))
 def parity(lab, chat: Chat, persona, evidence):
     reader = DirectReader(lab, persona)
+    reader.read_all([(x.name, x.arguments, "env-prod") for x in tool_exchanges(chat.window.llm)
+                     if x.name in READ_TOOLS and isinstance(x.arguments, dict)])  # all at once; parity reads them back
     evidence["parity"] = checks.parity(chat.window, reader.read, lab.nonce)
 
 

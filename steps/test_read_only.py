@@ -20,7 +20,7 @@ def witness_sees_mutation(lab, evidence):
     before = lab.cp_digest()
     run_path = operation_path("run_workflow", ORG_ID, "env-prod", workflow="checkout-e2e")
     response = lab.cp_get(run_path, lab.token("owner"), method="POST", json={})
-    seen = [e for e in lab.cp_journal() if e["rawPath"] == run_path and e["meaning"] == "mutate"]
+    seen = [e for e in lab.cp_journal() if e["rawPath"] == run_path and e["meaning"] == "mutate" and e.get("changedState")]
     changed = lab.cp_digest() != before
     evidence["positive-control"] = {"status": response.status_code, "journal_saw_mutation": bool(seen), "state_changed": changed}
     undetermined_unless(response.status_code == 200 and seen and changed, "positive control failed: a direct run_workflow was not observed as a mutation")
@@ -34,7 +34,7 @@ def none_mutating(chat: Chat, evidence):
 
 @then("no request that changes anything reached the control plane")
 def nothing_changed(chat: Chat):
-    checks.no_mutation_reached(chat.window, chat.digest_before, chat.digest_after)
+    checks.no_mutation_reached(chat.window)
 
 
 @then("every control-plane request of the chat is a read the called tools stand for, in the chat's environment")

@@ -179,12 +179,12 @@ def test_advertised_tools_are_judged_by_known_names_not_by_how_they_sound():
 
 
 def test_mutations_by_meaning_and_by_state():
-    checks.no_mutation_reached(Window(cp=[cp(method="POST", operation="read_artifact")], llm=[]), "d1", "d1")
+    checks.no_mutation_reached(Window(cp=[cp(method="POST", operation="read_artifact")], llm=[]))
     overridden = {**cp(method="POST", meaning="mutate", operation="run_workflow"), "wireMethod": "GET"}
     with pytest.raises(Violation, match=r"GET \(as POST\)"):
-        checks.no_mutation_reached(Window(cp=[overridden], llm=[]), "d1", "d1")
+        checks.no_mutation_reached(Window(cp=[overridden], llm=[]))
     with pytest.raises(Violation, match="state changed"):
-        checks.no_mutation_reached(Window(cp=[], llm=[]), "d1", "d2")
+        checks.no_mutation_reached(Window(cp=[{**cp(method="POST", operation="read_artifact"), "changedState": True}], llm=[]))
 
 
 def test_confinement_catches_scope_route_and_query_that_the_arguments_smuggled_in():

@@ -275,10 +275,13 @@ def no_mutating_tool_advertised(window: Window) -> list[str]:
     return names
 
 
-def no_mutation_reached(window: Window, digest_before: str, digest_after: str) -> None:
+def no_mutation_reached(window: Window) -> None:
+    """Judged by meaning, and by the state itself: the control plane records, with each request
+    that could change something, whether its state digest changed."""
     mutations = [brief(e) for e in window.cp if e["meaning"] == "mutate"]
     violation_if(mutations, f"request(s) that mean a change reached the control plane: {mutations}")
-    violation_if(digest_before != digest_after, "the control-plane state changed during the chat")
+    changed = [brief(e) for e in window.cp if e.get("changedState")]
+    violation_if(changed, f"the control-plane state changed during the chat: {changed}")
 
 
 SCOPE = re.compile(r"^/organizations/(?P<org>[^/]+)(?:/environments/(?P<env>[^/]+))?")

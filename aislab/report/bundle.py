@@ -3,9 +3,12 @@ evidence file and the service's log, each text redacted once more, and a manifes
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import os
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -15,6 +18,30 @@ from aislab.report.evidence import Redactor
 BUNDLE = "conformance-bundle.tar.gz"
 LOCK = ".aislab-run.lock"  # the run's hold on its report directory (aislab.suite.plugin)
 TEXT_SUFFIXES = {".json", ".xml", ".log", ".txt", ".yaml", ".yml", ".html", ".csv"}
+
+
+class BusyError(RuntimeError):
+    """Another run holds the report directory."""
+
+
+def claim_directory(report_dir: Path) -> int:
+    """Hold a report directory for one run (an flock on its lock file, naming the pid) and empty
+    it of everything an earlier run left. Returns the lock's descriptor: the hold lasts as long."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    lock = report_dir / LOCK
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = lock.read_text().strip() or "?"
+        os.close(fd)
+        raise BusyError(f"--report-dir {report_dir}: in use by another run (pid {owner}); wait for it or give another --report-dir") from None
+    for old in report_dir.iterdir():
+        if old.name != lock.name:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _redacted(path: Path, redactor: Redactor) -> bytes:

@@ -58,7 +58,7 @@ def wants_idle_instances(session: Session) -> bool:
 
 
 def _keep_service_log(session: Session, lab: Lab) -> None:
-    log = lab.dirs.logs / "service.log"  # every instance's output, in order
+    log = lab.dirs.service_logs / "service.log"  # every instance's output, in order
     if log.exists():
         dest = session.report_dir / "service.log"
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,8 @@ that stops answering). The report itself is made in aislab.suite.reporting."""
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
-import os
 import re
-import shutil
 import signal
 import time
 from datetime import datetime, timezone
@@ -21,9 +18,10 @@ from pytest_bdd.scenario import scenario_wrapper_template_registry
 from aislab import PROJECT
 from aislab.driver import DriverError, load_driver
 from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, Violation
-from aislab.report.bundle import LOCK
+from aislab.report.bundle import BusyError, claim_directory
 from aislab.report.conformance import ScenarioResult, load_claims
 from aislab.report.waivers import WaiverError, load_waivers
+from aislab.suite import sharding
 from aislab.suite.drilldown import DrillDown, label_marks, short_trace
 from aislab.suite.redaction import RedactingFileLogger, SessionRedactor
 from aislab.world.lab import FIXTURES, Lab
@@ -53,6 +51,7 @@ def pytest_addoption(parser):
     group.addoption("--waivers", default=None, help="YAML file of waivers: claim, justification, owner, expires")
     group.addoption("--deadline", default=None, type=float,
                     help="seconds the whole run may take; past it the run stops and its report says interrupted")
+    group.addoption("--shard", default=None, help="I/N: judge only this worker's share of the selection (`aislab run --workers N` sets it)")
 
 
 class Session:
@@ -96,24 +95,13 @@ class Session:
     def claim_report_dir(self) -> int:
         """One run per report directory: a second one is refused, and the directory is emptied
         for this run (nothing of an earlier run can end up in this one's bundle)."""
-        self.report_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.report_dir / LOCK
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = Path(lock).read_text().strip() or "?"
-            os.close(fd)
-            raise DriverError(f"--report-dir {self.report_dir}: in use by another run (pid {owner}); "
-                              "wait for it or give another --report-dir") from None
-        for old in self.report_dir.iterdir():
-            if old.name != lock.name:
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            fd = claim_directory(self.report_dir)
+        except BusyError as err:
+            raise DriverError(str(err)) from None
         alluredir = self.config.getoption("--alluredir", None)
         if alluredir:  # made by Allure when it started, before this run had the directory
             Path(alluredir).mkdir(parents=True, exist_ok=True)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         return fd
 
     def selection(self) -> str:
@@ -206,14 +194,23 @@ def pytest_collection_modifyitems(config, items):
                 item.user_properties += [(framework, ref) for ref in refs]
             if not s.driver.applies(s.family(cid)):
                 item.add_marker(pytest.mark.skip(reason=f"{NOT_APPLICABLE} {s.driver.why_not(s.family(cid))}"))
-    if drop:
-        config.hook.pytest_deselected(items=drop)
     # Scenarios that reconfigure the service run last, so the default service starts once, and
     # those that configure it alike run side by side, so it restarts no more than it must.
     # Lifetime scenarios end the service's life, so they come after everything else.
-    keep.sort(key=lambda item: (is_lifetime(item), bool({s.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES),
-                                service_setup(item)))
+    keep.sort(key=lambda item: (is_lifetime(item), is_network(s, item), service_setup(item)))
+    shard = sharding.parse(config.getoption("--shard"))
+    if shard:  # a worker of a parallel run: its share, every worker working it out alike
+        mine = sharding.plan(keep, shard[1], lambda i: service_setup(i) if is_network(s, i) else i.nodeid, is_lifetime,
+                             lambda i: is_network(s, i))[shard[0] - 1]
+        drop += [item for item in keep if item not in mine]
+        keep = mine
+    if drop:
+        config.hook.pytest_deselected(items=drop)
     items[:] = keep
+
+
+def is_network(s: Session, item) -> bool:
+    return bool({s.family(c) for c in claim_ids(item)} & NETWORK_FAMILIES)
 
 
 def pytest_collection_finish(session):
@@ -223,6 +220,8 @@ def pytest_collection_finish(session):
         return
     s.selected = [item for item in session.items if claim_ids(item)]
     _RUNNING.append(s)
+    if s.selected == [] and sharding.parse(session.config.getoption("--shard")) and getattr(s, "scenarios_collected", False):
+        pytest.exit("this worker's share of the selection is empty", returncode=0)  # more workers than groups of scenarios
     if getattr(s, "scenarios_collected", False) and not s.selected and not session.config.option.collectonly:
         pytest.exit(f"the selection ({s.selection()}) matches no scenario: nothing would be judged; "
                     f"claims: {', '.join(s.claims)}; families: {', '.join(sorted(s.families))}", returncode=1)

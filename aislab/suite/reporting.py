@@ -11,6 +11,7 @@ import pytest
 from aislab.report.bundle import redact_in_place, write_bundle
 from aislab.report.conformance import build_report, exit_code, write_report
 from aislab.report.environment import environment
+from aislab.suite import sharding
 from aislab.suite.configuration import DEPLOYMENT
 from aislab.suite.plugin import CLAIMS_FILE, SESSION, claim_ids
 
@@ -60,6 +61,8 @@ def pytest_sessionfinish(session, exitstatus):
     redactor = s.redactor()
     write_report(s.report_dir / "conformance-report.json", report, redactor)
     session.exitstatus = report["exitCode"]
+    if not session.config.getoption("--shard"):  # a parallel run's parent remembers for all its workers
+        sharding.remember(s.results)
 
 
 @pytest.hookimpl(trylast=True)
@@ -71,7 +74,8 @@ def pytest_unconfigure(config):
         redactor = s.redactor()
         if config.option.xmlpath:
             redact_in_place([Path(config.option.xmlpath)], redactor)
-        write_bundle(s.report_dir, s.report, redactor)
+        if not config.getoption("--shard"):  # a worker's evidence goes into its parent's one bundle
+            write_bundle(s.report_dir, s.report, redactor)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -29,6 +29,23 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def probe_route(records: Recorder):
+    """POST /_lab/probe?name=N: the witness sends its positive control from inside the host."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from aislab.world.witnesses import probe
+
+    async def endpoint(request):
+        if not records.authorized(request):
+            return JSONResponse({"error": "lab admin secret required"}, 403)
+        await run_in_threadpool(probe.send, request.query_params["name"])
+        return JSONResponse({"sent": True})
+
+    return Route("/_lab/probe", endpoint, methods=["POST"])
+
+
 def records_app(records: Recorder) -> Starlette:
     return Starlette(routes=records.routes())
 
@@ -104,7 +121,7 @@ def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, sock
 
             packets = Recorder(lab["witness_secret"])
             PacketWitness(packets).start()
-            app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes())])
+            app = Starlette(routes=[*records.routes(), Mount("/packets", routes=packets.routes()), probe_route(records)])
             return [(app, listen(host, port), {})]
         else:  # the outside world's catch-all: telemetry collectors and anything else
             catcher = Catcher(records, tls, lambda e: (200, b"{}"), redirected=False)

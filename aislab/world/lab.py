@@ -334,13 +334,15 @@ class Lab:
         self.service = self.launch("service", self.service_overrides)
         instance.ready = True
         self.timings["service_start"] = time.monotonic() - t0
+        # The floor of a run (aislab.bench): every start-up as the service spends it.
+        self.timings["service_starts_total"] = self.timings.get("service_starts_total", 0.0) + self.timings["service_start"]
 
     def launch(self, host: str, overrides: dict[str, str], background: bool = False) -> LabProcess:
         """Start the service on one of its hosts and wait until it is ready."""
         spec = self.driver.service
         command = render(list(spec.command), self.values(), "service.command") if spec.command is not None else None
         process = self.target.spawn(
-            host, command, self.service_env(overrides, host), self.dirs.logs / ("service.log" if host == "service" else f"service-{host}.log"),
+            host, command, self.service_env(overrides, host), self.dirs.service_logs / ("service.log" if host == "service" else f"service-{host}.log"),
             image=spec.image, sandbox=self.service_sandbox(command or [spec.image or ""], host), background=background,
         )
         self._await_service(process, host)
@@ -502,7 +504,7 @@ class Lab:
         if self.driver.chat.mode == "cli":
             command = render(list(self.driver.chat.command), {**values, "output_file": "-"}, "chat.command")
             exchange = run_cli_chat(self.target, spec, values, self.service_env(self.service_overrides), user,
-                                    self.dirs.outputs, self.dirs.logs / "service.log", self.service_sandbox(command))
+                                    self.dirs.outputs, self.dirs.service_logs / "service.log", self.service_sandbox(command))
         else:
             exchange = send_chat(self.http, self.url(host), spec, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
@@ -518,10 +520,15 @@ class Lab:
         """A fresh control plane (seed state, empty audit log, no injected faults, the IdP's own
         keys), LLM scripts (no held answers) and identity provider (up, its own keys), and new
         windows on every witness; what the witnesses recorded before stays part of the lab's life."""
-        self._admin("POST", "controlplane", "/_lab/reset")
-        self._admin("POST", "llm", "/_lab/reset")
-        self._admin("POST", "idp", "/_lab/reset")
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/reset"), ("controlplane", "llm", "idp")))
         self.reset_witnesses()
+
+    def witness_probe(self, name: str) -> None:
+        """The witnesses' positive control, sent from inside the service's host (aislab.world.witnesses.probe)."""
+        response = self.http.post(self.url("witness") + "/_lab/probe", params={"name": name},
+                                  headers={ADMIN_HEADER: self.witness_secret}, timeout=20)
+        if response.status_code != 200:
+            raise LabError(f"the witness's probe failed: {response.status_code} {response.text[:300]}")
 
     def reset_witnesses(self) -> None:
         """Open new windows on every recording host. The proxies' logs are read from the
@@ -546,6 +553,7 @@ class Lab:
         """An observation window in which the harness does nothing and the witnesses listen."""
         threading.Event().wait(seconds)
         self.idle_seconds += seconds
+        self.timings["idle_total"] = self.idle_seconds
 
     def records(self, host: str) -> list[dict]:
         """What a recording host saw in the current window (see RECORDING_HOSTS)."""
@@ -582,8 +590,8 @@ class Lab:
         return out
 
     def register_scripts(self, scripts: list[dict]) -> None:
-        for host in ("llm", "provider"):  # whichever the service is pointed at
-            self._admin("POST", host, "/_lab/scripts", json=scripts)
+        # Whichever LLM the service is pointed at (both asked at once).
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/scripts", json=scripts), ("llm", "provider")))
 
     def cp_journal(self) -> list[dict]:
         return self.records("controlplane")

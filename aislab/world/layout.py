@@ -3,7 +3,8 @@
     /var/lib/aislab/labs/<target>-<slot>/      0755
         state/     0700 root   keys (CA, IdP signing key), the admin secret, logs: the lab's own
         public/    0755        what anyone may read: the CA certificate, the proxies' configs and logs
-        service/   0700 the service's user: its config files, scratch HOME, private /tmp, outputs
+        service/   0700 the service's user: its config files, scratch HOME, private /tmp, outputs (a tmpfs of 512 MiB)
+        service-logs/ 0700 root  what the service writes to its output (a tmpfs of 256 MiB)
 
 The service under test sees `public/` and `service/` only. Everything is removed at teardown,
 and what a killed run left is removed when its slot is claimed again (or by any later run that
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ LABS = Path(os.environ.get("AISLAB_LABS", "/var/lib/aislab/labs"))
 # The service's own user where a target allows it: a uid no one else on the machine uses, so
 # it can neither read the lab's files nor signal the lab's programs (the proxies run as nobody).
 SERVICE_UID = 64999
+# The service's own space (its files, /tmp, HOME, outputs) and its log's: set sizes, in memory.
+SERVICE_SPACE, LOG_SPACE = "512m", "256m"
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,25 @@ class LabDirs:
         tmp.chmod(0o1777)
         return tmp, home
 
+    @property
+    def service_logs(self) -> Path:
+        """What the service writes to its output: root's, apart, in a space of its own."""
+        return self.root / "service-logs"
+
     def create(self) -> "LabDirs":
         self.remove()
         for path, mode in ((self.root, 0o755), (self.state, 0o700), (self.logs, 0o700), (self.public, 0o755)):
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             path.chmod(mode)
+        # What the service may fill (its files, /tmp, HOME, its log) is a space of a set size, like
+        # a pod's emptyDir with a sizeLimit: a service that floods its log or fills its disk fills
+        # that, never the machine's disk under the lab and the report.
+        for path, size, mode in ((self.service, SERVICE_SPACE, 0o700), (self.service_logs, LOG_SPACE, 0o700)):
+            path.mkdir(mode=mode)
+            mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode={mode:o}", "aislab-service", str(path)],
+                                   capture_output=True, text=True)
+            if mount.returncode != 0:
+                raise OSError(f"cannot give the service a space of its own at {path}: {mount.stderr.strip()}")
         for path in (self.service, self.tmp, self.scratch, self.files, self.outputs):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chown(path, SERVICE_UID, SERVICE_UID)
@@ -88,6 +106,9 @@ class LabDirs:
         return self
 
     def remove(self) -> None:
+        for path in (self.service, self.service_logs):
+            if path.is_mount():
+                subprocess.run(["umount", "-l", str(path)], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -110,6 +131,6 @@ def sweep_orphans(kind: str, lock_path) -> None:
             os.close(fd)
             continue  # a live lab
         try:  # removed while holding its slot, so no new lab can start there meanwhile
-            shutil.rmtree(root, ignore_errors=True)
+            LabDirs(root).remove()
         finally:
             os.close(fd)

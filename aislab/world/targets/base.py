@@ -277,24 +277,39 @@ def slot_lock(kind: str, slot: int) -> Path:
     return LOCK_DIR / f"{kind}-slot{slot}.lock"
 
 
-def claim_slot(kind: str, on_claim) -> tuple[int, int]:
+def claim_slot(kind: str, on_claim, leftovers=lambda: set()) -> tuple[int, int]:
     """Labs of one kind run side by side in numbered slots, each owned through an flock, so a
     slot whose lock is free but whose leftovers exist was left by a killed run: `on_claim(slot)`
-    cleans it before reuse (and the lab directories of every such slot go at once: they hold
-    keys). Returns (slot, lock fd)."""
+    cleans it. The slot claimed is cleaned before reuse, and so is every other free slot that
+    `leftovers()` names (and the lab directories of every free slot: they hold keys), so one run
+    after a crash leaves nothing of it behind, whichever slot it had. Returns (slot, lock fd)."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     for slot in range(SLOTS):
-        fd = os.open(slot_lock(kind, slot), os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = _try_lock(kind, slot)
+        if fd is None:
             continue
         on_claim(slot)
         lab_dirs(kind, slot).remove()
+        for other in sorted(set(leftovers()) - {slot}):
+            held = _try_lock(kind, other)
+            if held is not None:  # a live lab holds its lock: its things are its own
+                try:
+                    on_claim(other)
+                finally:
+                    os.close(held)
         sweep_orphans(kind, lambda n: slot_lock(kind, n))
         return slot, fd
     raise LabError(f"all {SLOTS} {kind} lab slots are in use (locks in {LOCK_DIR})")
+
+
+def _try_lock(kind: str, slot: int) -> int | None:
+    fd = os.open(slot_lock(kind, slot), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def stop_all(processes: list[LabProcess], grace: float = 1.0) -> None:

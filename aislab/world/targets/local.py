@@ -9,6 +9,7 @@ killed run and is cleaned before reuse.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -68,6 +69,12 @@ def sandboxed(command: list[str], sandbox: Sandbox) -> list[str]:
             "sh", "-c", f'{setup} && exec "$@"', "sandbox", *user, *command]
 
 
+def leftover_slots() -> set[int]:
+    """Slots of which namespaces or the harness's veth are still there."""
+    names = _ip("netns", "list", check=False).stdout.split() + _ip("-o", "link", "show", check=False).stdout.split()
+    return {int(m[1]) for n in names if (m := re.match(r"ais(\d+)-", n))}
+
+
 def preflight() -> None:
     """Say exactly what is missing instead of failing deep inside `ip`."""
     for tool, package in (("ip", "iproute2"), ("iptables-restore", "iptables"), ("tinyproxy", "tinyproxy"), ("squid", "squid"),
@@ -95,7 +102,7 @@ class LocalTarget(Target):
     @classmethod
     def acquire(cls) -> "LocalTarget":
         preflight()
-        slot, fd = claim_slot("local", lambda n: cls(n, None)._remove_leftovers())
+        slot, fd = claim_slot("local", lambda n: cls(n, None)._remove_leftovers(), leftover_slots)
         return cls(slot, fd)
 
     def netns(self, host: str) -> str:

@@ -89,6 +89,9 @@ class ControlPlane:
         entry["params"] = params
         principal = None
         held = None
+        # A request that could change state (any but a read's method, as the mock executes it) says
+        # in the journal whether it did: the state digest around it, so no one need ask between chats.
+        before = self.store.digest() if method not in ("GET", "HEAD", "OPTIONS") else None
         try:
             if raw_path.startswith("/storage/"):
                 response = self._download(raw_path, request)
@@ -117,6 +120,7 @@ class ControlPlane:
         try:
             # A request held until its client gave up got no answer at all.
             entry["status"] = 0 if entry.get("outcome") == "abandoned" else response.status_code
+            entry["changedState"] = before is not None and self.store.digest() != before
             entry["responseBody"] = response.body.decode("utf-8", "replace")[:65536]
             entry["durationMs"] = round((time.monotonic() - started) * 1000, 2)
             self.journal.add(entry)

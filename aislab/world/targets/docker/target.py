@@ -53,6 +53,14 @@ def preflight() -> docker.DockerClient:
     return client
 
 
+def leftover_slots(client: docker.DockerClient) -> set[int]:
+    """Slots of which labelled containers, networks or firewall rules are still there."""
+    tags = [c.labels.get(LABEL, "") for c in client.containers.list(all=True, filters={"label": LABEL})]
+    tags += [n.attrs.get("Labels", {}).get(LABEL, "") for n in client.networks.list(filters={"label": LABEL})]
+    tags += firewall.tags("aislab-d")
+    return {int(t.removeprefix("aislab-d")) for t in tags if t.removeprefix("aislab-d").isdigit()}
+
+
 class ContainerProcess(LabProcess):
     """A program run as a container. A thread copies its output to the log file as it comes,
     notices the READY line, and once the container exits records its code and removes it."""
@@ -71,8 +79,11 @@ class ContainerProcess(LabProcess):
         try:
             with self.log.open("ab") as fh:
                 for chunk in self.container.logs(stream=True, follow=True):
-                    fh.write(chunk)
-                    fh.flush()
+                    try:
+                        fh.write(chunk)
+                        fh.flush()
+                    except OSError:  # its log's space is full: the rest is not kept, the program still watched
+                        pass
                     if self._announces and not self._ready.is_set():
                         *lines, partial = (partial + chunk).split(b"\n")
                         if b"READY" in lines:
@@ -132,7 +143,7 @@ class DockerTarget(Target):
     @classmethod
     def acquire(cls) -> "DockerTarget":
         client = preflight()
-        slot, fd = claim_slot("docker", lambda n: cls(n, None, client)._remove_leftovers())
+        slot, fd = claim_slot("docker", lambda n: cls(n, None, client)._remove_leftovers(), lambda: leftover_slots(client))
         return cls(slot, fd, client)
 
     @property
