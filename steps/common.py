@@ -49,8 +49,9 @@ def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | Non
              conversation: str, environment: str = "env-prod", prompt: str = "What can you tell me?", role: str = "judged",
              patience: float = 0.0, settle=None, during=None) -> Chat:
     """One chat in its own window; its record says what the lab saw the service do for it.
-    `patience`: how much longer than the driver's chat timeout it may take; `during(mark)`: what
-    the harness does while the chat runs (it waits for an event of the chat and acts on it);
+    `patience`: how much longer than the driver's chat timeout it may take; `during(mark, running)`:
+    what the harness does while the chat runs (it awaits an event of the chat and acts on it;
+    `running` is the chat's future, done once the service answered);
     `settle`: called once the chat has returned, before its window is read (ends what the lab
     still holds, so that it is in the records)."""
     if script:
@@ -63,7 +64,7 @@ def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | Non
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(converse)
             try:
-                during(mark)
+                during(mark, running)
             finally:
                 exchange, record = running.result()
     if settle is not None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pytest_bdd import parsers, scenarios, then, when
 
 from aislab.judging import checks, fault_checks
 from aislab.judging.credentials import CredentialIndex, token_subject
+from aislab.judging.exercise import chat_counts
 from aislab.judging.lifetime import Period
+from aislab.judging.observe import bearer
 from aislab.judging.verdict import Undetermined, undetermined_unless, violation_if
 from aislab.world.faults import Faults, Rotation
 from aislab.world.targets.base import PORTS, LabError
@@ -96,9 +99,20 @@ def idp_fails_fresh_service(lab, fault, request, exercise_scope) -> dict:
 
 @when("the reader chats, and so does a token signed with a key the issuer never published")
 def chats_during_outage(lab, observer, outage: dict):
-    for token in (lab.token("reader"), lab.token("reader", "unknown-key")):
-        conv = new_conversation()
-        outage["chats"].append(run_chat(lab, observer, "reader", token, _list_workflows_script(conv), conv))
+    """Both at once, in one window: a service that waits out its patience with the IdP waits once."""
+    tokens = {"the reader's": lab.token("reader"), "a forged": lab.token("reader", "unknown-key")}
+    convs = {kind: new_conversation() for kind in tokens}
+    lab.register_scripts([_list_workflows_script(conv) for conv in convs.values()])
+    mark = observer.mark()
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        sent = dict(zip(tokens, pool.map(lambda kind: lab.converse(f"[conv:{convs[kind]}] What can you tell me?", tokens[kind],
+                                                                   user="reader"), tokens)))
+    window = observer.since(mark)
+    for kind, (exchange, record) in sent.items():
+        record.counts = chat_counts([r for r in window.llm if r.get("conversation") == convs[kind]],
+                                    [e for e in checks.api_calls(window) if bearer(e) == tokens[kind]])
+    outage["chats"] = [(window, all(exchange.answered for exchange, _ in sent.values()))]
+    outage["statuses"] = {f"{kind} token": exchange.status for kind, (exchange, _) in sent.items()}
 
 
 @when("the identity provider is back")
@@ -115,8 +129,8 @@ def idp_back(lab, outage: dict, exercise_scope, evidence):
 
 @then(parsers.parse("no chat reached the LLM or the control plane while the identity provider was {fault}"))
 def failed_closed(outage: dict, evidence):
-    evidence["identity-provider-outage"] = fault_checks.failed_closed_without_idp(
-        outage["fault"], [(c.window, c.exchange.answered) for c in outage["chats"]], outage.get("met", 0), outage.get("held", []))
+    evidence["identity-provider-outage"] = {"statuses": outage.get("statuses"), **fault_checks.failed_closed_without_idp(
+        outage["fault"], outage["chats"], outage.get("met", 0), outage.get("held", []))}
 
 
 @then("the reader's token was accepted once the identity provider was back")

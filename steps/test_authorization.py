@@ -103,10 +103,10 @@ def token_expires_mid_chat(lab, observer, persona, chat_log, exercise_scope, evi
         token = lab.tokens.mint(user, iat=now, nbf=now - 5, exp=now + life)
         expired, in_time = {}, False
 
-        def between_the_calls(mark):
+        def between_the_calls(mark, running):
             nonlocal in_time
             try:
-                held = faults.await_llm_hold(conv, lab.driver.chat.timeout)
+                held = await_hold(faults, conv, running, lab.driver.chat.timeout)
                 first = [e for e in checks.api_calls(observer.since(mark)) if e["operation"] == "get_workflow"]
                 # Made with the token still valid (or answered without the control plane at all).
                 in_time = held and not (first and first[0]["status"] == 401)
@@ -132,6 +132,16 @@ def token_expires_mid_chat(lab, observer, persona, chat_log, exercise_scope, evi
                                 "tool-calls-after-expiry": met,
                                 "requests-after-expiry": [checks.brief(e) for e in checks.api_calls(chat.window) if e["operation"] != "get_workflow"]}
     return chat
+
+
+def await_hold(faults: Faults, name: str, running, timeout: float) -> bool:
+    """Whether the mock LLM came to hold the chat's reply, awaited (long polls of a second each)
+    while the chat still runs: a service that ended the chat without asking for it is not waited for."""
+    deadline = time.monotonic() + timeout
+    while not running.done() and time.monotonic() < deadline:
+        if faults.await_llm_hold(name, 1.0):
+            return True
+    return faults.await_llm_hold(name, 0)
 
 
 @when(parsers.parse("the control plane answers {fault} to the {persona}'s workflow lists in a chat"), target_fixture="chat")

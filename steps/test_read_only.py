@@ -56,5 +56,5 @@ def valid_chat_after(lab, observer, script_book, persona, script_name, chat_log)
 
 
 @then("the service still carried out the valid chat that followed")
-def still_answers(next_chat: Chat, evidence):
-    evidence["valid-chat-after"] = fault_checks.still_answers(next_chat.window, next_chat.exchange.status)
+def still_answers(next_chat: Chat, warmup: Chat, evidence):
+    evidence["valid-chat-after"] = fault_checks.still_answers(next_chat.window, next_chat.exchange.status, warmup.window)

@@ -461,13 +461,18 @@ def test_a_failure_must_reach_the_model_unlike_a_success_and_an_empty_result():
 
 
 def test_the_next_valid_chat_must_still_be_carried_out_wherever_its_result_came_from():
-    fault_checks.still_answers(Window(cp=[], llm=llm_turns([("get_workflow", {"workflowName": "a"}, "{}")])), 200)  # a cache is fine here
+    worked = Window(cp=[], llm=llm_turns([("get_workflow", {"workflowName": "a"}, "{}")]))
+    fault_checks.still_answers(worked, 200, worked)  # a cache is fine here
     with pytest.raises(Violation, match="never reached the LLM"):
-        fault_checks.still_answers(Window(cp=[], llm=[]), 0)
+        fault_checks.still_answers(Window(cp=[], llm=[]), 0, worked)
     unanswered = llm_turns([("get_workflow", {"workflowName": "a"}, "{}")])[:1]
     unanswered[0]["body"]["messages"].append({"role": "assistant", "tool_calls": [{"id": "c0", "function": {"name": "get_workflow"}}]})
     with pytest.raises(Violation, match="tool call"):
-        fault_checks.still_answers(Window(cp=[cp()], llm=unanswered), 500)
+        fault_checks.still_answers(Window(cp=[cp()], llm=unanswered), 500, worked)
+    # A service never seen carrying out a tool call (it ignores them, or never reaches the LLM) cannot "still" do so.
+    for never in (Window(cp=[], llm=[]), Window(cp=[], llm=unanswered)):
+        with pytest.raises(Undetermined, match="positive control"):
+            fault_checks.still_answers(Window(cp=[], llm=[]), 0, never)
 
 
 def crowd_chat(conv: str, sub: str, persona: str = "reader", reply: str = "fine") -> "fault_checks.CrowdChat":

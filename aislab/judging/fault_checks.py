@@ -48,7 +48,7 @@ def failed_closed_without_idp(fault: str, chats: list[tuple[Window, bool]], met:
     unanswered = sum(1 for _, answered in chats if not answered)
     undetermined_unless(not unanswered, f"{unanswered} chat(s) got no answer within the chat's timeout while the identity provider "
                                         f"was {fault}: the service was still waiting, so its behaviour past its patience was not seen")
-    return {"fault": fault, "faults-met": met, "chats": len(chats),
+    return {"fault": fault, "faults-met": met, "windows-judged": len(chats),
             "held": [{k: r.get(k) for k in ("path", "outcome", "heldSeconds")} for r in held]}
 
 
@@ -104,15 +104,19 @@ def failure_told_apart(failing: Window, tool: str, successes: list[Window], empt
 
 
 # --- AIS-RO-04: the next valid chat is still answered -------------------------------------------
-def still_answers(window: Window, status: int) -> dict:
+def still_answers(window: Window, status: int, before: Window) -> dict:
     """After malformed tool calls, a valid chat that calls a tool must still be carried out: it
     reaches the LLM and the result of its tool call goes back to the model. Judged by that
-    traffic, not by the reply's words (the witnesses were shown working in the same scenario);
-    where the result came from (the control plane, a cache) is other claims' business."""
+    traffic, not by the reply's words; where the result came from (the control plane, a cache)
+    is other claims' business. `before`: a chat of the same scenario, ahead of the malformed
+    calls, in which the service was seen carrying out tool calls (else "still" means nothing)."""
     called = tool_exchanges(window.llm)
     answered = [x for x in called if x.result is not None]
     seen = {"llm-requests": len(window.llm), "tool-calls": len(called), "results-returned": len(answered),
             "control-plane-requests": len(api_calls(window)), "status": status}
+    undetermined_unless(any(x.result is not None for x in tool_exchanges(before.llm)),
+                        "positive control failed: the service was never seen carrying out a tool call before the malformed "
+                        f"ones, so whether it still does cannot be judged ({seen})")
     violation_if(not window.llm, f"after the malformed tool calls the service no longer answered a valid chat: it never reached "
                                  f"the LLM (HTTP {status or 'no answer'})")
     violation_if(not answered, f"after the malformed tool calls the service no longer carried out a valid chat's tool call: {seen}")
