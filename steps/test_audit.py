@@ -105,19 +105,41 @@ def distinct_reads(seed: dict) -> list[tuple[str, dict, str, tuple]]:
 COHORT = 10
 
 
+# The crowd's chats, once per lab: its two scenarios (one per claim) judge the same chats, and a
+# scenario's reset empties the audit log, so what they judge is taken as the chats end.
+CROWD_RUNS: dict[tuple[int, int, int], dict] = {}
+
+
 @when(parsers.parse("{users:d} users of mixed roles and resource groups chat {chats:d} times each, all at once"), target_fixture="crowd")
 def crowd_chats(lab, observer, users, chats, exercise_scope, evidence) -> dict:
     """Round after round, every user's chat at once (held at a barrier of the mock LLM and let
-    go in cohorts), each asking for a read no other user of the round asks for."""
+    go in cohorts), each asking for a read no other user of the round asks for. Made once per
+    lab; a second scenario judging them is shown what the first saw the service do."""
+    exercise_scope.provoke("chats-reaching-llm", users * chats)
+    exercise_scope.provoke("tool-results", users * chats)
+    exercise_scope.provoke("cp-requests", users * chats)
+    key = (id(lab), users, chats)
+    if key in CROWD_RUNS:
+        crowd = CROWD_RUNS[key]
+        for counter, count in crowd["exercise"].items():
+            exercise_scope.observe(counter, count)
+        evidence["crowd"] = {**crowd["summary"], "judged-again": "the chats of the scenario that made them, earlier in this lab"}
+    else:
+        crowd = CROWD_RUNS[key] = run_crowd(lab, observer, users, chats)
+        evidence["crowd"] = crowd["summary"]
+    summary = crowd["summary"]
+    undetermined_unless(summary["barrier-arrivals"] == users * chats and summary["barriers-met"] == users * chats,
+                        f"the chats did not all overlap as planned (the service runs fewer than {summary['cohort']} chats at once?): {summary}")
+    return crowd
+
+
+def run_crowd(lab, observer, users: int, chats: int) -> dict:
     crowd = lab.directory.crowd()[:users]
     undetermined_unless(len(crowd) == users, f"the lab's crowd has {len(crowd)} users, not {users} (fixtures/lab/users.yaml)")
     reads = distinct_reads(lab.seed)
     undetermined_unless(len(reads) >= users, f"only {len(reads)} distinct reads for {users} users in a round")
     tokens = {user["sub"]: lab.tokens.mint(user) for user, _ in crowd}
-    exercise_scope.provoke("chats-reaching-llm", users * chats)
-    exercise_scope.provoke("tool-results", users * chats)
-    exercise_scope.provoke("cp-requests", users * chats)
-    started, rounds, sent, barriers = time.monotonic(), [], [], []
+    started, rounds, sent, barriers, records = time.monotonic(), [], [], [], []
     cohort = COHORT if users % COHORT == 0 else users
     for number in range(chats):
         barrier = {"name": f"crowd-{number}-{new_conversation()}", "parties": cohort, "cohorts": True, "timeout": 60}
@@ -137,17 +159,18 @@ def crowd_chats(lab, observer, users, chats, exercise_scope, evidence) -> dict:
         for conv, (exchange, record) in answers.items():
             record.counts = chat_counts([r for r in window.llm if r.get("conversation") == conv],
                                         [e for e in calls if fault_checks.request_key(e) == plan[conv]["key"]])
+            records.append(record)
             sent.append(fault_checks.CrowdChat(conv, plan[conv]["sub"], plan[conv]["persona"], tokens[plan[conv]["sub"]],
                                                json.dumps(exchange.body), number))
         barriers += [r.get("barrierMet") for r in window.llm if "barrierMet" in r]
         rounds.append((window, {p["key"]: p["sub"] for p in plan.values()}))
-        evidence["crowd"] = {"users": users, "chats-each": chats, "rounds": len(rounds), "seconds": round(time.monotonic() - started, 1),
-                             "cohort": cohort, "barriers-met": sum(1 for b in barriers if b), "barrier-arrivals": len(barriers)}
         if len(barriers) < users * len(rounds) or not all(barriers):
             break  # not at once as planned: no use in going on
-    undetermined_unless(len(barriers) == users * chats and all(barriers),
-                        f"the chats did not all overlap as planned (the service runs fewer than {cohort} chats at once?): {evidence['crowd']}")
-    return {"chats": sent, "rounds": rounds, "tokens": tokens}
+    summary = {"users": users, "chats-each": chats, "rounds": len(rounds), "seconds": round(time.monotonic() - started, 1),
+               "cohort": cohort, "barriers-met": sum(1 for b in barriers if b), "barrier-arrivals": len(barriers)}
+    exercise = {counter: sum(r.counts.get(counter, 0) for r in records) for counter in ("llm-requests", "tool-calls", "tool-results", "cp-requests")}
+    exercise["chats-reaching-llm"] = sum(1 for r in records if r.reached_llm)
+    return {"chats": sent, "rounds": rounds, "tokens": tokens, "audit": lab.audit_log(), "summary": summary, "exercise": exercise}
 
 
 @then("no reply or LLM request of any user carries another user's conversation, token or data they may not read")
@@ -159,12 +182,11 @@ def no_cross_user_leak(lab, crowd: dict, evidence, readable_canaries):
 
 @then("every control-plane action is in the audit log under the user whose chat asked for it")
 def crowd_audited(lab, crowd: dict, evidence):
-    crowd["audit"] = lab.audit_log()
     evidence["attribution"] = fault_checks.crowd_attribution(crowd["rounds"], crowd["audit"], crowd["tokens"], lab.people())
 
 
 @then("the witnesses and the mocks kept up: every chat, tool call, result and audit entry is in their records")
-def kept_up(lab, crowd: dict, evidence):
+def kept_up(crowd: dict, evidence):
     llm = [r for window, _ in crowd["rounds"] for r in window.llm]
     calls = [e for window, _ in crowd["rounds"] for e in checks.api_calls(window)]
     ids = {e["requestId"] for e in calls}
@@ -175,5 +197,5 @@ def kept_up(lab, crowd: dict, evidence):
         "tool-calls-sent": counts["tool-calls"],
         "results-returned": counts["tool-results"],
         "cp-requests": len(calls),
-        "audit-entries": sum(1 for a in crowd.get("audit") or lab.audit_log() if a["metadata"].get("requestId") in ids),
+        "audit-entries": sum(1 for a in crowd["audit"] if a["metadata"].get("requestId") in ids),
     })

@@ -38,6 +38,35 @@ class PreflightError(LabError):
 ORG_ID = "org-lab"
 
 
+class PerThreadClient:
+    """An httpx.Client per thread, all made alike: the harness talks to the lab from many threads
+    at once, and httpcore's shared pool can close a connection it has just handed to another
+    thread (encode/httpcore#1110: the request then reads a closed socket, EBADF, or hangs)."""
+
+    def __init__(self, **options):
+        self._options = options
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(**self._options)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+
+
 @dataclass
 class ServiceInstance:
     """One run of the service under test (for a one-shot assistant: one configuration period).
@@ -94,7 +123,7 @@ class Lab:
         self._values: dict[str, str] | None = None
         self.directory = Directory.load(self.fixtures / "lab" / "users.yaml")
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
-        self.http = httpx.Client(trust_env=False, timeout=30)  # never the service's proxy settings
+        self.http = PerThreadClient(trust_env=False, timeout=30)  # never the service's proxy settings
         self.witnesses = WitnessReader(self.http, self.admin_url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
