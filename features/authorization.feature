@@ -69,7 +69,7 @@ Feature: Authorization - the same access as the user, no more, no less
       Given the admin has just been shown every resource by the assistant
       And the model has been shown the resource-group-limited member's workflow list, and an allowed, empty one
       When the resource-group-limited member's token expires between two tool calls of a chat
-      Then every control-plane request of the chat carried the resource-group-limited member's own token, and nothing the resource-group-limited member cannot read directly reached a reply or the LLM
+      Then no request after the failure carried a credential the failed one did not, and nothing the resource-group-limited member cannot read directly reached the model for the failed call
       And the failed workflow list reached the model as a failure, unlike its success and an allowed, empty list
 
     @AIS-RBAC-05
@@ -77,7 +77,7 @@ Feature: Authorization - the same access as the user, no more, no less
       Given the admin has just been shown every resource by the assistant
       And the model has been shown the resource-group-limited member's workflow list, and an allowed, empty one
       When the control plane answers <fault> to the resource-group-limited member's workflow lists in a chat
-      Then every control-plane request of the chat carried the resource-group-limited member's own token, and nothing the resource-group-limited member cannot read directly reached a reply or the LLM
+      Then no request after the failure carried a credential the failed one did not, and nothing the resource-group-limited member cannot read directly reached the model for the failed call
       And the failed workflow list reached the model as a failure, unlike its success and an allowed, empty list
 
       Examples:

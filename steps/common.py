@@ -188,10 +188,14 @@ def forbidden_canaries(lab, persona: str, readable_canaries: dict[str, set[str]]
 @then(parsers.parse("no canary the {persona} cannot read directly appears in a reply or in anything sent to the LLM"))
 def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence, readable_canaries):
     forbidden = forbidden_canaries(lab, persona, readable_canaries)
-    shown_to_admin = canaries(everything_sent_to_llm(warmup.window.llm), lab.nonce)
     evidence["forbidden-canaries"] = sorted(forbidden)
     # Violations first: an undetermined positive control never hides an observed leak.
     for chat in chat_log:
         checks.no_forbidden_canary(chat.window, str(chat.exchange.body), forbidden, lab.nonce)
-    # Positive control: the detector does find forbidden data when it IS sent (to the admin's LLM).
+    forbidden_data_detectable(lab, warmup, forbidden)
+
+
+def forbidden_data_detectable(lab, warmup: Chat, forbidden: set[str]) -> None:
+    """Positive control: the detector does find forbidden data when it IS sent (to the admin's LLM)."""
+    shown_to_admin = canaries(everything_sent_to_llm(warmup.window.llm), lab.nonce)
     undetermined_unless(forbidden & shown_to_admin, "positive control failed: no data forbidden to this user was seen in the admin's chat")

@@ -13,7 +13,7 @@ from aislab.judging.observe import tool_exchanges
 from aislab.judging.testkube import READ_TOOLS
 from aislab.judging.verdict import Undetermined, undetermined_unless, violations_first
 from aislab.world.faults import Faults
-from steps.common import Chat, new_conversation, nothing_forbidden, run_chat, scripted_chat
+from steps.common import Chat, forbidden_canaries, forbidden_data_detectable, new_conversation, run_chat, scripted_chat
 
 scenarios("authorization.feature")
 
@@ -24,12 +24,15 @@ def own_token(lab, chat: Chat):
 
 
 def own_token_only(lab, chat: Chat) -> None:
-    # Every other credential the lab knows of: the assistant's own token, the LLM key, every
-    # other token minted so far (other users', and this user's other sessions).
-    others = {"the assistant's own API token": lab.service_token, "the LLM API key": lab.llm_api_key,
-              **{f"a token of {token_subject(t)} from another chat (#{i})": t
-                 for i, t in enumerate(lab.tokens.minted) if t not in (chat.token, lab.service_token)}}
-    checks.calls_carry_token(chat.window, chat.token, CredentialIndex(others), lab.identity(chat.persona))
+    checks.calls_carry_token(chat.window, chat.token, other_credentials(lab, chat), lab.identity(chat.persona))
+
+
+def other_credentials(lab, chat: Chat) -> CredentialIndex:
+    """Every other credential the lab knows of: the assistant's own token, the LLM key, every
+    other token minted so far (other users', and this user's other sessions)."""
+    return CredentialIndex({"the assistant's own API token": lab.service_token, "the LLM API key": lab.llm_api_key,
+                            **{f"a token of {token_subject(t)} from another chat (#{i})": t
+                               for i, t in enumerate(lab.tokens.minted) if t not in (chat.token, lab.service_token)}})
 
 
 @then(parsers.parse("every tool result equals, in canary data, the same read made directly by the {persona}"))
@@ -124,12 +127,11 @@ def token_expires_mid_chat(lab, observer, persona, chat_log, exercise_scope, evi
         raise Undetermined("the token expired before the chat's first tool call reached the control plane, three times over: "
                            "no call could be made with it valid and then with it expired")
     undetermined_unless(expired.get("seen"), "the control plane never refused the token as expired: the expiry was not brought about")
-    after = [r for r in chat.window.llm if r.get("held") == "released"]
-    met = sum(len((r.get("response") or {}).get("toolCalls", [])) for r in after)
+    met = len(fault_checks.calls_into_failure(chat.window, "list_workflows", "list_workflows"))
     exercise_scope.observe("faults-met", met)
     exercise_scope.provoke("faults-met", 1)
     evidence["token-expiry"] = {"life-seconds": life, "expired-at-the-control-plane": expired.get("seen"),
-                                "tool-calls-after-expiry": met,
+                                "calls-into-the-failure": met,
                                 "requests-after-expiry": [checks.brief(e) for e in checks.api_calls(chat.window) if e["operation"] != "get_workflow"]}
     return chat
 
@@ -151,19 +153,27 @@ def cp_fails(lab, observer, script_book, fault, persona, chat_log, exercise_scop
     chat = scripted_chat(lab, observer, script_book, persona, "list-workflows",
                          patience=NO_ANSWER_PATIENCE if fault == "no answer" else 0.0, settle=faults.release_cp)
     chat_log.append(chat)
-    met = [e for e in checks.api_calls(chat.window) if e.get("fault")]
-    exercise_scope.observe("faults-met", len(met))
+    exercise_scope.observe("faults-met", len(fault_checks.calls_into_failure(chat.window, "list_workflows", "list_workflows")))
     exercise_scope.provoke("faults-met", 1)
-    evidence["control-plane-faults"] = [{"request": checks.brief(e), "fault": e["fault"], "outcome": e.get("outcome")} for e in met]
+    evidence["control-plane-faults"] = [{"request": checks.brief(e), "fault": e["fault"], "outcome": e.get("outcome")}
+                                        for e in checks.api_calls(chat.window) if e.get("fault")]
     return chat
 
 
-@then(parsers.parse("every control-plane request of the chat carried the {persona}'s own token, and nothing the {other} "
-                   "cannot read directly reached a reply or the LLM"))
-def own_token_own_data(lab, persona, chat: Chat, warmup: Chat, chat_log: list[Chat], evidence, readable_canaries):
-    """Both judged before either may say undetermined (no request at all, say, when a cache answered)."""
-    violations_first(lambda: own_token_only(lab, chat),
-                     lambda: nothing_forbidden(lab, persona, warmup, chat_log, evidence, readable_canaries))
+@then(parsers.parse("no request after the failure carried a credential the failed one did not, and nothing the {persona} "
+                   "cannot read directly reached the model for the failed call"))
+def failure_kept(lab, persona, chat: Chat, warmup: Chat, evidence, readable_canaries):
+    """Judged on the failure alone: what every request carries alike, or a call the control plane
+    let through, is other claims' business. Both checks run before either may say undetermined."""
+    forbidden = forbidden_canaries(lab, persona, readable_canaries)
+    failed_calls = fault_checks.calls_into_failure(chat.window, "list_workflows", "list_workflows")
+
+    def credentials():
+        evidence["credentials-after-failure"] = fault_checks.no_other_credential_after_failure(chat.window, chat.token,
+                                                                                               other_credentials(lab, chat))
+
+    violations_first(credentials, lambda: fault_checks.no_foreign_data_for_failed_calls(failed_calls, forbidden, lab.nonce),
+                     lambda: forbidden_data_detectable(lab, warmup, forbidden))
 
 
 @then("the failed workflow list reached the model as a failure, unlike its success and an allowed, empty list")
