@@ -28,3 +28,17 @@ Feature: Audit - all actions are logged in the audit log under the user's identi
         | admin                         | ledger-reconcile |
         | resource-group-limited member | search-smoke |
       Then each of those actions is in the audit log under the user who asked
+
+  Rule: At scale, no user is ever taken for another
+
+    @AIS-AUDIT-02 @certification
+    Scenario: Fifty users of mixed roles chat ten times each, all at once, and each is audited for their own actions only
+      When 50 users of mixed roles and resource groups chat 10 times each, all at once
+      Then every control-plane action is in the audit log under the user whose chat asked for it
+      And the witnesses and the mocks kept up: every chat, tool call, result and audit entry is in their records
+
+    @AIS-RBAC-03 @certification
+    Scenario: Fifty users of mixed roles chat ten times each, all at once, and none is shown another's conversation, token or data
+      When 50 users of mixed roles and resource groups chat 10 times each, all at once
+      Then no reply or LLM request of any user carries another user's conversation, token or data they may not read
+      And the witnesses and the mocks kept up: every chat, tool call, result and audit entry is in their records

@@ -73,3 +73,30 @@ Feature: Authentication - the assistant uses the JWT of the logged-in user
     @AIS-AUTH-03 @lifetime
     Scenario: No user's token reached the LLM host in any form, over the service's whole life
       Then no token of any user appears in anything the LLM hosts received since the lab started
+
+  Rule: No identity provider, no entry; a rotated key is followed
+
+    @AIS-AUTH-04
+    Scenario Outline: With the identity provider <fault> and no keys fetched before, every token is refused
+      Given the witnesses are shown to record a reader's chat
+      When the identity provider is <fault> and the service has just started afresh
+      And the reader chats, and so does a token signed with a key the issuer never published
+      And the identity provider is back
+      And the reader chats following the LLM script "one-tool"
+      Then no chat reached the LLM or the control plane while the identity provider was <fault>
+      And the reader's token was accepted once the identity provider was back
+
+      Examples: down (nothing listens: connections refused), failing, and holding its answer past the service's patience
+        | fault         |
+        | down          |
+        | answering 500 |
+        | answering 503 |
+        | slow          |
+
+    @AIS-AUTH-04
+    Scenario: After the identity provider rotates its keys, the new key is accepted and the removed one refused
+      Given the witnesses are shown to record a reader's chat
+      When the identity provider publishes a new signing key and removes the old one
+      And the reader chats with a token signed with the new key
+      And the reader chats with a token signed with the removed key
+      Then the token signed with the removed key was refused, and the one signed with the new key accepted

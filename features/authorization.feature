@@ -61,3 +61,28 @@ Feature: Authorization - the same access as the user, no more, no less
     Scenario: A control-plane denial is reported as a denial and never retried with other credentials, however often it comes
       When the resource-group-limited member chats following the LLM script "denied-workflow" 4 times
       Then in every one of those chats the denial of "ledger-reconcile" reached the model as a denial, and was not retried with other credentials
+
+  Rule: A failure stays a failure, under the user's own credential
+
+    @AIS-RBAC-05
+    Scenario: The user's token expires between two tool calls of one chat
+      Given the admin has just been shown every resource by the assistant
+      And the model has been shown the resource-group-limited member's workflow list, and an allowed, empty one
+      When the resource-group-limited member's token expires between two tool calls of a chat
+      Then no request after the failure carried a credential the failed one did not, and nothing the resource-group-limited member cannot read directly reached the model for the failed call
+      And the failed workflow list reached the model as a failure, unlike its success and an allowed, empty list
+
+    @AIS-RBAC-05
+    Scenario Outline: The control plane answers <fault>: no other credential, no other user's data, and the model is told
+      Given the admin has just been shown every resource by the assistant
+      And the model has been shown the resource-group-limited member's workflow list, and an allowed, empty one
+      When the control plane answers <fault> to the resource-group-limited member's workflow lists in a chat
+      Then no request after the failure carried a credential the failed one did not, and nothing the resource-group-limited member cannot read directly reached the model for the failed call
+      And the failed workflow list reached the model as a failure, unlike its success and an allowed, empty list
+
+      Examples:
+        | fault     |
+        | 401       |
+        | 500       |
+        | 503       |
+        | no answer |

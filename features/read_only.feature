@@ -65,3 +65,24 @@ Feature: Read-only - the assistant's tools are limited to read-only operations
         | fragment injection    | get_workflow_metrics | {"workflowName": "checkout-e2e#/abort"}                                      |
         | foreign environment   | get_workflow         | {"workflowName": "billing-load", "environmentId": "env-stage"}               |
         | foreign organization  | list_resource_groups | {"organizationId": "org-other"}                                              |
+
+  Rule: Malformed tool calls change nothing, reveal nothing and break nothing
+
+    @AIS-RO-04
+    Scenario Outline: The model sends <malformation>: nothing changes, nothing foreign is read, and the next chat is carried out
+      Given the admin has just been shown every resource by the assistant
+      When the LLM answers the resource-group-limited member's chat with the malformed tool calls of "<script>"
+      And a valid chat of the resource-group-limited member follows, on the LLM script "valid-read"
+      Then no request that changes anything reached the control plane
+      And the service still carried out the valid chat that followed
+      And no canary the resource-group-limited member cannot read directly appears in a reply or in anything sent to the LLM
+
+      Examples:
+        | malformation                                 | script                   |
+        | arguments that are not JSON                  | malformed-not-json       |
+        | arguments of the wrong type                  | malformed-wrong-types    |
+        | unknown fields                               | malformed-unknown-fields |
+        | huge arguments (a megabyte each)             | malformed-huge           |
+        | fifty calls at once                          | malformed-many-at-once   |
+        | read tools with whitespace or a changed case | malformed-read-names     |
+        | mutating tools with a changed case           | malformed-mutating-names |

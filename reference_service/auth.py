@@ -10,6 +10,10 @@ import jwt
 from reference_service.settings import Settings
 
 
+# How long to wait for the identity provider: past it the token is refused (never accepted unverified).
+IDP_TIMEOUT = 5.0
+
+
 class Unauthorized(Exception):
     pass
 
@@ -31,9 +35,9 @@ class Authenticator:
 
     async def _refresh_keys(self) -> None:
         if self.settings.oidc_configuration_url and not self._jwks_url:
-            doc = (await self.http.get(self.settings.oidc_configuration_url)).raise_for_status().json()
+            doc = (await self.http.get(self.settings.oidc_configuration_url, timeout=IDP_TIMEOUT)).raise_for_status().json()
             self._jwks_url, self._issuer = doc["jwks_uri"], doc["issuer"]
-        jwks = (await self.http.get(self._jwks_url)).raise_for_status().json()
+        jwks = (await self.http.get(self._jwks_url, timeout=IDP_TIMEOUT)).raise_for_status().json()
         self._keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"] if k.get("kty") == "RSA"}
 
     async def key_for(self, kid: str | None):
@@ -63,7 +67,7 @@ class Authenticator:
                 issuer=self._issuer,
                 options=self.decode_options(),
             )
-        except (jwt.InvalidTokenError, httpx.HTTPError) as err:
+        except (jwt.InvalidTokenError, httpx.HTTPError, ValueError, KeyError) as err:
             raise Unauthorized(str(err)) from None
         if not claims.get("sub"):
             raise Unauthorized("token has no subject")

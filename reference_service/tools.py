@@ -22,6 +22,8 @@ ARG_RULES = {
     "fileName": FILE_NAME,
     "selector": re.compile(r"^[A-Za-z0-9._/=,!-]{0,256}$"),
 }
+# How long a tool waits for the control plane before telling the model the call failed.
+CONTROL_PLANE_TIMEOUT = 10.0
 MUTATING_TOOLS = frozenset({
     "create_workflow", "update_workflow", "run_workflow", "abort_workflow_execution",
     "update_execution_tags", "create_workflowtemplate", "update_workflowtemplate",
@@ -151,24 +153,36 @@ class ToolBox:
             return json.dumps({"error": str(refusal)})
         method, path, query, body = self.plan(name, args, ctx)
         result = await self.call(method, path, query, body, ctx, name)
-        if name == "read_artifact" and "url" in result.get("data", {}):
+        if name == "read_artifact" and isinstance(result.get("data"), dict) and "url" in result["data"]:
             result = await self.fetch_presigned(result["data"]["url"])
         ctx.tool_log.append({"name": name, "status": result.get("status")})
         return json.dumps(result)
 
     async def call(self, method, path, query, body, ctx: ChatContext, tool: str) -> dict:
-        response = await self.http.request(
-            method,
-            self.control_plane + path,
-            params=query,
-            json=body,
-            headers={"Authorization": f"Bearer {self.credentials(ctx, tool)}"},
-        )
+        try:
+            response = await self.http.request(
+                method,
+                self.control_plane + path,
+                params=query,
+                json=body,
+                headers={"Authorization": f"Bearer {self.credentials(ctx, tool)}"},
+                timeout=CONTROL_PLANE_TIMEOUT,
+            )
+        except httpx.HTTPError as err:
+            return self.unanswered(err)
         return self.result(response)
 
     async def fetch_presigned(self, url: str) -> dict:
         # A presigned storage URL carries its own authorization: never send the user's token there.
-        return self.result(await self.http.get(url))
+        try:
+            return self.result(await self.http.get(url, timeout=CONTROL_PLANE_TIMEOUT))
+        except httpx.HTTPError as err:
+            return self.unanswered(err)
+
+    @staticmethod
+    def unanswered(err: httpx.HTTPError) -> dict:
+        """The control plane did not answer (refused, reset, timed out): the model is told so."""
+        return {"status": None, "error": f"the control plane did not answer: {type(err).__name__}"}
 
     @staticmethod
     def result(response: httpx.Response) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 from dataclasses import dataclass
@@ -18,7 +20,8 @@ from aislab.driver.client import ChatExchange
 from aislab.judging import checks
 from aislab.judging.checks import api_calls
 from aislab.judging.exercise import chat_counts
-from aislab.judging.observe import Observer, Window, tool_exchanges
+from aislab.judging.direct import DirectReader
+from aislab.judging.observe import Observer, Window, canaries, everything_sent_to_llm, tool_exchanges
 from aislab.judging.verdict import undetermined_unless
 from aislab.suite.exercising import Scope
 from aislab.world.lab import Lab
@@ -43,12 +46,29 @@ class Chat:
 
 
 def run_chat(lab: Lab, observer: Observer, persona: str | None, token: str | None, script: dict | None,
-             conversation: str, environment: str = "env-prod", prompt: str = "What can you tell me?", role: str = "judged") -> Chat:
-    """One chat in its own window; its record says what the lab saw the service do for it."""
+             conversation: str, environment: str = "env-prod", prompt: str = "What can you tell me?", role: str = "judged",
+             patience: float = 0.0, settle=None, during=None) -> Chat:
+    """One chat in its own window; its record says what the lab saw the service do for it.
+    `patience`: how much longer than the driver's chat timeout it may take; `during(mark, running)`:
+    what the harness does while the chat runs (it awaits an event of the chat and acts on it;
+    `running` is the chat's future, done once the service answered);
+    `settle`: called once the chat has returned, before its window is read (ends what the lab
+    still holds, so that it is in the records)."""
     if script:
         lab.register_scripts([script])
     mark = observer.mark()
-    exchange, record = lab.converse(f"[conv:{conversation}] {prompt}", token, environment, user=persona, role=role)
+    converse = partial(lab.converse, f"[conv:{conversation}] {prompt}", token, environment, user=persona, role=role, patience=patience)
+    if during is None:
+        exchange, record = converse()
+    else:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(converse)
+            try:
+                during(mark, running)
+            finally:
+                exchange, record = running.result()
+    if settle is not None:
+        settle()
     window = observer.since(mark)
     record.counts = chat_counts(window.llm + window.provider, api_calls(window))
     sub = lab.user(persona)["sub"] if persona else None
@@ -60,12 +80,12 @@ def new_conversation() -> str:
 
 
 def scripted_chat(lab, observer, script_book, persona: str, script_name: str, environment: str = "env-prod",
-                  scope: Scope | None = None, role: str = "judged") -> Chat:
+                  scope: Scope | None = None, role: str = "judged", **chat_options) -> Chat:
     conv = new_conversation()
     script = script_book.script(script_name, conv, environment)
     if scope is not None and any("fail" in step for step in script["steps"]):
         scope.provoke("llm-errors", 1)  # the scenario provokes the error path: the service must be seen taking it
-    return run_chat(lab, observer, persona, lab.token(persona), script, conv, environment, role=role)
+    return run_chat(lab, observer, persona, lab.token(persona), script, conv, environment, role=role, **chat_options)
 
 
 def tool_call_chat(lab, observer, persona: str, tool: str, arguments: str) -> Chat:
@@ -88,6 +108,12 @@ def witnesses_record_a_chat(lab, observer, script_book, persona, evidence) -> Ch
     checks.witnesses_saw_a_chat(chat.window)
     evidence["positive-control"] = {"llm_requests": len(chat.window.llm), "controlplane_requests": len(chat.window.cp)}
     return chat
+
+
+@given("the admin has just been shown every resource by the assistant", target_fixture="warmup")
+def admin_warmup(lab, observer, script_book) -> Chat:
+    """Fills any cache a service might share between users, and proves canaries are detectable."""
+    return scripted_chat(lab, observer, script_book, "admin", "every-tool-every-resource", role="control")
 
 
 # --- When --------------------------------------------------------------------------------
@@ -144,3 +170,32 @@ def chat_succeeded(chat: Chat):
     e = chat.exchange
     undetermined_unless(e.succeeded, f"the chat failed (HTTP {e.status}{'; ' + e.error if e.error else ''}): {str(e.body)[:300]}")
 
+
+@pytest.fixture(scope="session")
+def readable_canaries(lab) -> dict[str, set[str]]:
+    """Per persona, every canary it can read directly: the seed is the same in every scenario,
+    so each persona's direct reads are made once."""
+    return {}
+
+
+def forbidden_canaries(lab, persona: str, readable_canaries: dict[str, set[str]]) -> set[str]:
+    """Every canary of the lab the persona cannot read directly."""
+    if persona not in readable_canaries:
+        readable_canaries[persona] = DirectReader(lab, persona).readable_canaries(lab.seed)
+    return lab.cp_canaries() - readable_canaries[persona]
+
+
+@then(parsers.parse("no canary the {persona} cannot read directly appears in a reply or in anything sent to the LLM"))
+def nothing_forbidden(lab, persona, warmup: Chat, chat_log: list[Chat], evidence, readable_canaries):
+    forbidden = forbidden_canaries(lab, persona, readable_canaries)
+    evidence["forbidden-canaries"] = sorted(forbidden)
+    # Violations first: an undetermined positive control never hides an observed leak.
+    for chat in chat_log:
+        checks.no_forbidden_canary(chat.window, str(chat.exchange.body), forbidden, lab.nonce)
+    forbidden_data_detectable(lab, warmup, forbidden)
+
+
+def forbidden_data_detectable(lab, warmup: Chat, forbidden: set[str]) -> None:
+    """Positive control: the detector does find forbidden data when it IS sent (to the admin's LLM)."""
+    shown_to_admin = canaries(everything_sent_to_llm(warmup.window.llm), lab.nonce)
+    undetermined_unless(forbidden & shown_to_admin, "positive control failed: no data forbidden to this user was seen in the admin's chat")

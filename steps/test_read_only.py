@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pytest_bdd import given, scenarios, then
+from pytest_bdd import given, parsers, scenarios, then, when
 
-from aislab.judging import checks
+from aislab.judging import checks, fault_checks
 from aislab.world.lab import ORG_ID
 from aislab.judging.testkube import operation_path
 from aislab.judging.verdict import undetermined_unless
-from steps.common import Chat
+from steps.common import Chat, scripted_chat
 
 scenarios("read_only.feature")
 
@@ -40,3 +40,21 @@ def nothing_changed(chat: Chat):
 @then("every control-plane request of the chat is a read the called tools stand for, in the chat's environment")
 def confined(chat: Chat):
     checks.confined(chat.window, ORG_ID, chat.environment)
+
+
+# --- AIS-RO-04: malformed tool calls ---------------------------------------------------------------
+@when(parsers.parse('the LLM answers the {persona}\'s chat with the malformed tool calls of "{script_name}"'), target_fixture="chat")
+def malformed_calls(lab, observer, script_book, persona, script_name, chat_log) -> Chat:
+    chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name))
+    return chat_log[-1]
+
+
+@when(parsers.parse('a valid chat of the {persona} follows, on the LLM script "{script_name}"'), target_fixture="next_chat")
+def valid_chat_after(lab, observer, script_book, persona, script_name, chat_log) -> Chat:
+    chat_log.append(scripted_chat(lab, observer, script_book, persona, script_name))
+    return chat_log[-1]
+
+
+@then("the service still carried out the valid chat that followed")
+def still_answers(next_chat: Chat, warmup: Chat, evidence):
+    evidence["valid-chat-after"] = fault_checks.still_answers(next_chat.window, next_chat.exchange.status, warmup.window)

@@ -391,3 +391,170 @@ def test_an_opt_out_period_is_judged_over_its_whole_life_and_only_on_non_essenti
     assert lifetime.opt_out({"DO_NOT_TRACK": "1"}, {}) and lifetime.opt_out({"OWN": "off"}, {"OWN": "off"})
     assert not lifetime.opt_out({"DO_NOT_TRACK": ""}, {"OWN": "off"})
     assert lifetime.air_gapped({"DO_NOT_TRACK": "true"}, "LLM_API_URL", "http://llm") and not lifetime.air_gapped(proxied, "LLM_API_URL", "http://llm")
+
+
+# --- the fault claims ------------------------------------------------------------------------
+from aislab.judging import fault_checks  # noqa: E402
+from aislab.judging.verdict import violations_first  # noqa: E402
+
+IDP_MAIN = "10.0.0.10:5556"
+
+
+def test_idp_faults_met_are_counted_from_the_labs_own_records():
+    packets = [{"proto": "tcp-syn", "dst": IDP_MAIN}, {"proto": "tcp-syn", "dst": "10.0.0.11:8090"}, {"proto": "icmp", "dst": "10.0.0.10"}]
+    records = [{"client": "10.0.0.20", "path": "/keys", "fault": "answered 503"}, {"client": "10.0.0.1", "path": "/keys", "fault": "held"},
+               {"client": "10.0.0.20", "path": "/keys"}]
+    assert fault_checks.idp_faults_met("down", records, packets, "10.0.0.20", IDP_MAIN) == 1  # a refused connection: only its SYN is seen
+    assert fault_checks.idp_faults_met("answering 503", records, packets, "10.0.0.20", IDP_MAIN) == 1  # the service's, not the harness's
+
+
+def test_failing_closed_without_the_idp_fires_on_any_acceptance_and_needs_the_fault_met():
+    refused = (Window(cp=[], llm=[]), True)
+    fault_checks.failed_closed_without_idp("down", [refused, refused], 2, [])
+    accepted_by_llm = (Window(cp=[], llm=llm_turns([])), True)
+    accepted_by_cp = (Window(cp=[cp()], llm=[]), True)
+    for accepted in (accepted_by_llm, accepted_by_cp):
+        with pytest.raises(Violation, match="accepted unverified"):
+            fault_checks.failed_closed_without_idp("slow", [refused, accepted], 0, [])  # a violation stands whatever was met
+    with pytest.raises(Undetermined, match="never met the fault"):
+        fault_checks.failed_closed_without_idp("answering 500", [refused], 0, [])
+    with pytest.raises(Undetermined, match="no answer within the chat's timeout"):
+        fault_checks.failed_closed_without_idp("slow", [refused, (Window(cp=[], llm=[]), False)], 1, [])
+
+
+def test_a_rotation_is_followed_both_ways():
+    accepted, refused = (Window(cp=[cp()], llm=llm_turns([])), True), (Window(cp=[], llm=[]), True)
+    evidence = fault_checks.follows_rotation([refused, accepted], refused, 5.2, 2)
+    assert evidence["accepted-after-attempt"] == 2
+    with pytest.raises(Violation, match="removed was accepted"):
+        fault_checks.follows_rotation([accepted], accepted, 0.1, 1)
+    with pytest.raises(Violation, match="new, published key was refused 3 time"):
+        fault_checks.follows_rotation([refused] * 3, refused, 31, 4)
+    with pytest.raises(Undetermined, match="no answer"):
+        fault_checks.follows_rotation([refused, (Window(cp=[], llm=[]), False)], refused, 31, 4)
+    with pytest.raises(Undetermined, match="removed key got no answer"):
+        fault_checks.follows_rotation([accepted], (Window(cp=[], llm=[]), False), 0.1, 1)
+
+
+def _listed(result: str) -> Window:
+    return Window(cp=[cp()], llm=llm_turns([("list_workflows", {}, result)]))
+
+
+def test_a_failure_must_reach_the_model_unlike_a_success_and_an_empty_result():
+    success = _listed(json.dumps({"status": 200, "data": [f"CANARY_workflow_a_{NONCE}"], "requestId": "1"}))
+    empties = [_listed(json.dumps({"status": 200, "data": [], "requestId": rid})) for rid in ("2", "3")]
+    told = fault_checks.failure_told_apart(_listed(json.dumps({"status": 503, "error": "x", "requestId": "4"})), "list_workflows",
+                                           [success], empties, 1)
+    assert told["volatile"] == [".requestId"]
+    with pytest.raises(Violation, match="as when it succeeded"):
+        fault_checks.failure_told_apart(_listed(json.dumps({"status": 200, "data": [f"CANARY_workflow_a_{NONCE}"], "requestId": "5"})),
+                                        "list_workflows", [success], empties, 1)
+    with pytest.raises(Violation, match="allowed, empty one"):
+        fault_checks.failure_told_apart(_listed(json.dumps({"status": 200, "data": [], "requestId": "6"})), "list_workflows",
+                                        [success], empties, 1)
+    with pytest.raises(Undetermined, match="never met the failure"):
+        fault_checks.failure_told_apart(_listed("[]"), "list_workflows", [success], empties, 0)
+    with pytest.raises(Undetermined, match="never received a result"):
+        fault_checks.failure_told_apart(Window(cp=[], llm=[]), "list_workflows", [success], empties, 1)
+    with pytest.raises(Undetermined, match="positive control"):
+        fault_checks.failure_told_apart(_listed("{}"), "list_workflows", [success], empties[:1], 1)
+
+
+def test_the_next_valid_chat_must_still_be_carried_out_wherever_its_result_came_from():
+    worked = Window(cp=[], llm=llm_turns([("get_workflow", {"workflowName": "a"}, "{}")]))
+    fault_checks.still_answers(worked, 200, worked)  # a cache is fine here
+    with pytest.raises(Violation, match="never reached the LLM"):
+        fault_checks.still_answers(Window(cp=[], llm=[]), 0, worked)
+    unanswered = llm_turns([("get_workflow", {"workflowName": "a"}, "{}")])[:1]
+    unanswered[0]["body"]["messages"].append({"role": "assistant", "tool_calls": [{"id": "c0", "function": {"name": "get_workflow"}}]})
+    with pytest.raises(Violation, match="tool call"):
+        fault_checks.still_answers(Window(cp=[cp()], llm=unanswered), 500, worked)
+    # A service never seen carrying out a tool call (it ignores them, or never reaches the LLM) cannot "still" do so.
+    for never in (Window(cp=[], llm=[]), Window(cp=[], llm=unanswered)):
+        with pytest.raises(Undetermined, match="positive control"):
+            fault_checks.still_answers(Window(cp=[], llm=[]), 0, never)
+
+
+def crowd_chat(conv: str, sub: str, persona: str = "reader", reply: str = "fine") -> "fault_checks.CrowdChat":
+    return fault_checks.CrowdChat(conv, sub, persona, f"tok-{sub}-{'x' * 20}", reply, 0)
+
+
+def test_cross_user_leaks_are_caught_in_llm_requests_and_replies_in_every_form():
+    chats = [crowd_chat("c1", "u-a"), crowd_chat("c2", "u-b")]
+    forbidden = {"reader": {f"CANARY_workflow_secret_{NONCE}"}}
+
+    def request(conv: str, text: str) -> dict:
+        return {"conversation": conv, "method": "POST", "path": "/v1/chat/completions",
+                "body": {"messages": [{"role": "user", "content": f"[conv:{conv}] {text}"}]}}
+
+    clean = fault_checks.no_cross_user_leak(chats, [request("c1", "hi"), request("c2", "ho"), {"conversation": None}], forbidden, NONCE)
+    assert clean["unattributed-llm-requests"] == 1
+    leaks = {"conversation of u-b": [request("c1", "and [conv:c2] too")],
+             "may not read": [request("c1", f"CANARY_workflow_secret_{NONCE}")],
+             "token of u-b": [request("c1", chats[1].token)]}
+    for message, llm in leaks.items():
+        with pytest.raises(Violation, match=message):
+            fault_checks.no_cross_user_leak(chats, llm, forbidden, NONCE)
+    with pytest.raises(Violation, match="reply to u-a"):
+        fault_checks.no_cross_user_leak([crowd_chat("c1", "u-a", reply="[conv:c2]"), chats[1]], [], forbidden, NONCE)
+
+
+def test_crowd_attribution_needs_the_askers_token_audit_entry_and_no_other_user():
+    key = fault_checks.request_key(cp())
+    rita, ann = TOKEN, SERVICE_TOKEN
+    tokens, people = {"u-rita": rita, "u-ann": ann}, {"u-rita": RITA, "u-ann": {"u-ann", "ann@lab.example"}}
+    audit = [{"metadata": {"requestId": "r1"}, "subject": {"id": "u-rita"}}]
+    fault_checks.crowd_attribution([(Window(cp=[cp()], llm=[]), {key: "u-rita"})], audit, tokens, people)
+    cases = {"carried the token of u-ann": ([cp(token=ann)], audit),
+             "audited under u-ann": ([cp()], [{"metadata": {"requestId": "r1"}, "subject": {"id": "u-ann"}}]),
+             "no user of the round asked for": ([cp(operation="list_labels")], audit),
+             "also named": ([cp(extra_headers=[["X-Forwarded-User", "ann@lab.example"]])], audit)}
+    for message, (entries, log) in cases.items():
+        with pytest.raises(Violation, match=message):
+            fault_checks.crowd_attribution([(Window(cp=entries, llm=[]), {key: "u-rita"})], log, tokens, people)
+
+
+def test_records_that_do_not_add_up_make_the_scale_verdict_undetermined():
+    same = dict.fromkeys(("chats-sent", "conversations-at-llm", "tool-calls-sent", "results-returned", "cp-requests", "audit-entries"), 500)
+    assert fault_checks.records_add_up(same) == same
+    with pytest.raises(Undetermined, match="do not add up"):
+        fault_checks.records_add_up({**same, "audit-entries": 499})
+
+
+def test_violations_first_runs_every_check_before_saying_undetermined():
+    def incomplete():
+        raise Undetermined("no positive control")
+
+    def contradiction():
+        raise Violation("seen")
+
+    with pytest.raises(Violation):
+        violations_first(incomplete, contradiction)
+    with pytest.raises(Undetermined):
+        violations_first(incomplete, lambda: 1)
+    assert violations_first(lambda: 1, lambda: 2) == [1, 2]
+
+
+def test_only_a_credential_the_failed_request_did_not_carry_is_a_retry_with_another():
+    others = CredentialIndex({"the assistant's own API token": SERVICE_TOKEN})
+    failed, later = cp(status=503, rid="r1"), cp(rid="r2")
+    fault_checks.no_other_credential_after_failure(Window(cp=[failed, later], llm=[]), TOKEN, others)  # the same token again: fine
+    fault_checks.no_other_credential_after_failure(Window(cp=[cp(token=SERVICE_TOKEN)], llm=[]), TOKEN, others)  # no failure: not this claim's
+    alike = [["x-api-key", SERVICE_TOKEN]]  # carried by every request alike: the one-credential claim's, not a retry
+    fault_checks.no_other_credential_after_failure(Window(cp=[cp(status=401, extra_headers=alike), cp(extra_headers=alike)], llm=[]),
+                                                    TOKEN, others)
+    for retry in (cp(token=SERVICE_TOKEN), cp(extra_headers=[["x-api-key", SERVICE_TOKEN]]), cp(token="eyJ.another-token.of-the-user")):
+        with pytest.raises(Violation, match="another credential"):
+            fault_checks.no_other_credential_after_failure(Window(cp=[cp(status=0), retry], llm=[]), TOKEN, others)
+
+
+def test_the_calls_that_met_a_failure_and_what_they_brought_back():
+    listed = llm_turns([("list_workflows", {}, f"CANARY_workflow_secret_{NONCE}")])
+    failing = Window(cp=[cp(status=503)], llm=listed)
+    assert [x.name for x in fault_checks.calls_into_failure(failing, "list_workflows", "list_workflows")] == ["list_workflows"]
+    assert fault_checks.calls_into_failure(Window(cp=[], llm=listed), "list_workflows", "list_workflows")  # answered from elsewhere
+    assert not fault_checks.calls_into_failure(Window(cp=[cp(token=SERVICE_TOKEN)], llm=listed), "list_workflows", "list_workflows")
+    calls = fault_checks.calls_into_failure(failing, "list_workflows", "list_workflows")
+    fault_checks.no_foreign_data_for_failed_calls(calls, {f"CANARY_workflow_other_{NONCE}"}, NONCE)
+    with pytest.raises(Violation, match="may not read"):
+        fault_checks.no_foreign_data_for_failed_calls(calls, {f"CANARY_workflow_secret_{NONCE}"}, NONCE)

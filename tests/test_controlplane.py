@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from aislab.world.mocks.controlplane.routes import OPERATIONS, ROUTES
 from aislab.judging.testkube import operation_path
+from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, jwks_document
 from tests.lab_apps import ADMIN_SECRET, control_plane
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "openapi" / "testkube-control-plane-openapi.yaml"
@@ -217,3 +218,70 @@ def test_meaning_of_unknown_routes(method, path, meaning):
     from aislab.world.mocks.controlplane.routes import meaning_of
 
     assert meaning_of(method, path) == meaning
+
+
+# --- faults the lab injects -------------------------------------------------------------------
+def lab_post(client, path: str, doc: dict | None = None):
+    return client.post(path, json=doc or {}, headers={"x-lab-admin": ADMIN_SECRET})
+
+
+def test_injected_failures_hit_only_the_named_user_and_operation_and_are_journaled(cp):
+    app, client, token = cp
+    lists = path_of(OPERATIONS["list_workflows"])
+    assert lab_post(client, "/_lab/faults", {"rules": [{"operation": "list_workflows", "sub": "u-gus", "respond": 503}]}).status_code == 200
+    gus, rita = ({"Authorization": f"Bearer {token(p)}"} for p in ("resource-group-limited member", "reader"))
+    failed = client.get(lists, headers=gus)
+    assert failed.status_code == 503 and failed.headers["content-type"] == "application/problem+json"
+    assert client.get(lists, headers=rita).status_code == 200  # someone else's is unaffected
+    assert client.get(path_of(OPERATIONS["list_labels"]), headers=gus).status_code == 200  # and another operation
+    assert [e.get("fault") for e in app.journal.items] == ["answered 503", None, None]
+    lab_post(client, "/_lab/faults", {"rules": [{"sub": "u-gus", "respond": 401, "times": 1}]})
+    assert client.get(lists, headers=gus).status_code == 401 and client.get(lists, headers=gus).status_code == 200
+    assert [a["metadata"]["status"] for a in app.audit if a["subject"]["id"] == "u-gus"][-1] == "200"  # a refused token is not audited
+    for bad in ({"respond": 404}, {"respond": 503, "when": "always"}):
+        assert lab_post(client, "/_lab/faults", {"rules": [bad]}).status_code == 400
+    lab_post(client, "/_lab/reset")
+    assert app.faults == []
+
+
+def test_no_answer_is_held_until_the_lab_releases_it(tmp_path):
+    import asyncio
+
+    import httpx
+
+    app, tokens, directory = control_plane(tmp_path)
+    app.faults = [app._rule({"operation": "list_labels", "respond": "no answer"})]
+
+    async def main():
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://controlplane.lab:8090")
+        token = tokens.mint(directory.user_for("reader"))
+        held = asyncio.ensure_future(http.get(path_of(OPERATIONS["list_labels"]), headers={"Authorization": f"Bearer {token}"}))
+        while not app.holds._open:  # the request reached the hold
+            await asyncio.sleep(0)
+        assert not held.done()
+        released = await http.post("/_lab/release", headers={"x-lab-admin": ADMIN_SECRET})
+        return released.json(), (await held).status_code
+
+    assert asyncio.run(main()) == ({"released": 1}, 504)
+    (entry,) = app.journal.items
+    assert entry["fault"] == "no answer" and entry["outcome"] == "released" and entry["status"] == 504
+
+
+def test_the_lab_asks_the_control_plane_about_a_token_and_may_rotate_its_keys(tmp_path):
+    import time
+
+    app, tokens, directory = control_plane(tmp_path)
+    client = TestClient(app, base_url="http://controlplane.lab:8090")
+    user = directory.user_for("reader")
+    token = lambda persona: tokens.mint(directory.user_for(persona))  # noqa: E731
+    assert lab_post(client, "/_lab/verify", {"token": token("reader")}).json() == {"accepted": True}
+    expired = tokens.mint(user, exp=int(time.time()) - 1)
+    verdict = lab_post(client, "/_lab/verify", {"token": expired}).json()
+    assert verdict["accepted"] is False and "expired" in verdict["why"]
+    new = SigningKey.generate()
+    lab_post(client, "/_lab/keys", jwks_document(new))
+    rotated = TokenFactory(new, tokens.issuer).mint(user)
+    assert lab_post(client, "/_lab/verify", {"token": rotated}).json() == {"accepted": True}
+    assert lab_post(client, "/_lab/verify", {"token": token("reader")}).json()["accepted"] is False  # the removed key
+    lab_post(client, "/_lab/reset")
+    assert lab_post(client, "/_lab/verify", {"token": token("reader")}).json() == {"accepted": True}

@@ -116,3 +116,21 @@ def test_the_packet_witness_keeps_other_protocols_and_connection_attempts_only()
     assert parse(ipv4(17, "10.0.0.53", b"dns")) is None  # UDP is the connection witness's
     assert parse(ipv6(58, "ff02::16", bytes([143, 0, 0, 0]), hop_by_hop=True)) is None  # the kernel's own listener report
     assert parse(b"") is None and parse(b"\x00" * 8) is None
+
+
+def test_the_faults_a_scenario_brought_about_are_a_counter_of_their_own():
+    exercise = ex.tally([record(**{"llm-requests": 1})], judged_only=True, instances_started=1, instances_stopped=0, idle_seconds=0,
+                        proxy_attempts=0, seen={}, instances=[1])
+    assert ex.unmet({"faults-met": 1}, exercise) == [f"{ex.COUNTERS['faults-met']}: 0 (at least 1 needed)"]
+    exercise.counts["faults-met"] = 2  # what a step read from the lab's records (Scope.observe)
+    assert not ex.unmet({"faults-met": 1}, exercise)
+
+
+def test_a_scope_adds_up_what_its_steps_observed():
+    from aislab.suite.exercising import Scope
+
+    scope = Scope()
+    scope.observe("faults-met", 1)
+    scope.observe("faults-met", 2)
+    scope.provoke("faults-met", 1)
+    assert scope.observed == {"faults-met": 3} and scope.provoked == {"faults-met": 1}

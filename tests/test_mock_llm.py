@@ -114,3 +114,61 @@ def test_barrier_releases_only_when_all_parties_arrive():
 def test_broken_scripts_are_refused_with_a_reason(bad, message):
     with pytest.raises(ScriptError, match=message):
         validate(bad)
+
+
+def test_malformed_tool_calls_go_on_the_wire_as_written(mock):
+    _, client, _sdk = mock
+    script(client, "m1", {"tool_calls": [{"name": " Get_Workflow ", "raw_arguments": '{"workflowName": "x"'},
+                                         {"name": "get_workflow", "arguments": {"workflowName": "x"}, "pad": {"padding": 1024}},
+                                         {"name": "list_workflows", "times": 3}]})
+    reply = client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "[conv:m1] go"}]},
+                        headers={"authorization": f"Bearer {KEY}"}).json()
+    calls = reply["choices"][0]["message"]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == [" Get_Workflow ", "get_workflow"] + ["list_workflows"] * 3
+    assert calls[0]["function"]["arguments"] == '{"workflowName": "x"'  # not JSON: sent as it is
+    assert json.loads(calls[1]["function"]["arguments"])["padding"] == "x" * 1024
+    assert len({c["id"] for c in calls}) == 5
+    with pytest.raises(ScriptError, match="unknown tool-call keys"):
+        validate({"match": "m", "steps": [{"tool_calls": [{"name": "x", "argumnets": {}}]}]})
+
+
+def test_a_held_reply_waits_for_the_harness_which_can_await_it():
+    llm = MockLLM(KEY, ADMIN)
+    llm.scripts = {"h": validate({"match": "h", "steps": [{"answer": "late", "hold": {"name": "h1", "timeout": 30}}]})}
+
+    async def main():
+        transport = httpx.ASGITransport(app=llm.app())
+        http = httpx.AsyncClient(transport=transport, base_url="http://llm.lab")
+        sdk = AsyncOpenAI(base_url="http://llm.lab/v1", api_key=KEY, http_client=http, max_retries=0)
+        chat = asyncio.ensure_future(sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "[conv:h] q"}]))
+        held = await http.get("/_lab/holds/h1", params={"timeout": 10}, headers={"x-lab-admin": ADMIN})
+        assert held.json() == {"held": True} and not chat.done()
+        assert (await http.post("/_lab/holds/h1", headers={"x-lab-admin": "wrong"})).status_code == 403
+        await http.post("/_lab/holds/h1", headers={"x-lab-admin": ADMIN})
+        return (await chat).choices[0].message.content
+
+    assert asyncio.run(main()) == "late"
+    assert llm.requests.items[0]["held"] == "released"
+
+
+def test_a_barrier_in_cohorts_lets_arrivals_go_a_cohort_at_a_time():
+    llm = MockLLM(KEY, ADMIN)
+    barrier = {"name": "c", "parties": 2, "cohorts": True, "timeout": 5}
+    llm.scripts = {c: validate({"match": c, "steps": [{"answer": c, "barrier": barrier}]}) for c in "wxyz"}
+
+    async def main():
+        transport = httpx.ASGITransport(app=llm.app())
+        sdk = AsyncOpenAI(base_url="http://llm.lab/v1", api_key=KEY, http_client=httpx.AsyncClient(transport=transport), max_retries=0)
+        ask = lambda c: sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": f"[conv:{c}] q"}])  # noqa: E731
+        first = asyncio.ensure_future(ask("w"))
+        await asyncio.sleep(0)
+        await ask("x")  # the first cohort is full: both go
+        assert first.done()
+        third = asyncio.ensure_future(ask("y"))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # a new cohort waits for its second
+        await ask("z")
+        await third
+
+    asyncio.run(main())
+    assert [r["barrierMet"] for r in llm.requests.items] == [True] * 4

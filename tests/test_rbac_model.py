@@ -32,3 +32,16 @@ def test_effective_role(persona, env, group, expected):
 def test_unknown_persona_is_a_clear_error():
     with pytest.raises(KeyError, match="no lab user or persona"):
         D.user_for("nobody")
+
+
+def test_the_crowd_has_its_personas_grants_under_subjects_of_its_own():
+    crowd = D.crowd()
+    assert len(crowd) == 50 and len({u["sub"] for u, _ in crowd}) == 50 and len({u["email"] for u, _ in crowd}) == 50
+    for user, persona in crowd:
+        template = D.principal(D.user_for(persona)["sub"])
+        member = D.principal(user["sub"])
+        assert member.sub != template.sub and user["sub"].startswith(template.sub + "-c")
+        for env in ("env-prod", "env-stage", "env-sandbox"):
+            for group in (None, "grp-payments", "grp-ledger"):
+                assert member.resource_role(env, group) == template.resource_role(env, group), (user["sub"], env, group)
+    assert len({persona for _, persona in crowd}) == 10  # mixed roles and resource groups

@@ -225,3 +225,11 @@ def test_the_cli_links_the_drill_down_only_when_it_is_there(tmp_path):
     (out / "allure").mkdir()
     (out / "allure" / "index.html").write_text("<html></html>")
     assert 'href="allure/index.html#/' in page()
+
+
+def test_the_faults_a_claim_met_are_said_in_words():
+    from aislab.report.page.view import _exercise
+
+    seen = exercise(5, 5)
+    seen["counts"]["faults-met"] = 8
+    assert "8 requests into a fault the lab brought about" in _exercise(seen)

@@ -38,3 +38,11 @@ def test_a_broken_driver_file_names_the_field(tmp_path):
     run = run_suite("broken-driver", tmp_path / "report", driver=driver, expect_no_report=True)
     assert run.exit_code != 0
     assert "service.port: expected int" in run.output
+
+
+def test_the_scale_scenarios_are_not_applicable_outside_the_certification_profile_never_passed(tmp_path):
+    run = run_suite("scale-quick", tmp_path / "report", extra=["--claims", "AIS-AUDIT-02,AIS-RBAC-03", "-k", "fifty"])
+    scenarios = [s for c in run.report["claims"] for s in c["scenarios"]]
+    assert len(scenarios) == 2 and all(s["outcome"] == "not_applicable" and "runs only with --profile certification" in s["message"]
+                                       for s in scenarios), scenarios
+    assert run.verdicts == {"AIS-AUDIT-02": "not_applicable", "AIS-RBAC-03": "not_applicable"} and run.exit_code == 101, run.output

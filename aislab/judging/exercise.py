@@ -30,6 +30,8 @@ COUNTERS = {
     "proxy-attempts": "connection attempts from the service to a proxy",
     "instances-stopped": "service instances stopped with their last words recorded",
     "manifests-rendered": "manifests the chart rendered from the values",
+    "faults-met": ("requests of the service that met a failure the lab brought about (a refused connection, a 5xx, "
+                   "an answer held past its patience, a token that expired under it), counted from the lab's records"),
 }
 # Counted over the chats a scenario judges; the rest over the whole scenario (or period).
 PER_CHAT = ("llm-requests", "llm-errors", "tool-calls", "tool-results", "cp-requests")

@@ -27,6 +27,22 @@ def undetermined_unless(condition: bool, message: str) -> None:
         raise Undetermined(message)
 
 
+def violations_first(*checks) -> list:
+    """Run every check (a callable); a Violation stops at once, an Undetermined waits until all
+    have run, so that an incomplete piece of evidence never hides an observed contradiction
+    another check would find. Returns what each returned."""
+    results, pending = [], None
+    for check in checks:
+        try:
+            results.append(check())
+        except Undetermined as why:
+            pending = pending or why
+            results.append(None)
+    if pending is not None:
+        raise pending
+    return results
+
+
 def not_applicable_as_observed(reason: str) -> None:
     import pytest
 

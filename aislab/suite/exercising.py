@@ -39,9 +39,14 @@ class Scope:
     marks: dict[str, int] = field(default_factory=dict)
     provoked: dict[str, float] = field(default_factory=dict)  # counter -> the least the scenario's steps call for
     periods: list | None = None  # lifetime.Period, set by a whole-life check
+    observed: dict[str, float] = field(default_factory=dict)  # counters a step read from the lab's records itself
 
     def provoke(self, counter: str, least: float) -> None:
         self.provoked[counter] = max(self.provoked.get(counter, 0), least)
+
+    def observe(self, counter: str, count: float) -> None:
+        """What a step counted in the lab's own records (the faults the service met, say)."""
+        self.observed[counter] = self.observed.get(counter, 0) + count
 
 
 @pytest.fixture
@@ -150,6 +155,8 @@ def _record(item, scope: Scope | None, deployment) -> ex.Exercise | None:
     except LabError as err:  # the lab broke: the scenario's own outcome says so
         item.stash[EXERCISE] = {"error": str(err)}
         return None
+    for counter, count in (scope.observed if scope is not None else {}).items():
+        exercise.counts[counter] = exercise.counts.get(counter, 0) + count
     item.stash[EXERCISE] = exercise.as_dict()
     return exercise
 

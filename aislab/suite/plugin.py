@@ -234,7 +234,9 @@ def pytest_collection_finish(session):
                     f"claims: {', '.join(s.claims)}; families: {', '.join(sorted(s.families))}", returncode=1)
     shard = sharding.parse(session.config.getoption("--shard"))
     if shard and s.selected:  # a worker of a parallel run: its share of what -m and -k left, every worker working it out alike
-        mine = sharding.plan(s.selected, shard[1], lambda i: service_setup(i) if is_network(s, i) else i.nodeid, is_lifetime,
+        # (The certification profile's scale scenarios judge one crowd's chats: one worker.)
+        mine = sharding.plan(s.selected, shard[1], lambda i: service_setup(i) if is_network(s, i) else
+                             "certification" if i.get_closest_marker("certification") else i.nodeid, is_lifetime,
                              lambda i: is_network(s, i))[shard[0] - 1]
         session.config.hook.pytest_deselected(items=[item for item in s.selected if item not in mine])
         session.items[:] = s.selected = mine

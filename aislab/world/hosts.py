@@ -59,12 +59,19 @@ def records_app(records: Recorder) -> Starlette:
 
 
 def serve(apps: list[tuple[object, socket.socket, dict]]) -> None:
-    """Run one uvicorn server per (app, socket, extra config) in one event loop."""
-    servers = [uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra))
+    """Run one uvicorn server per (app, socket, extra config) in one event loop; an entry that
+    is already a server (it has `serve(sockets=...)`, like the IdP's switchable port) runs as
+    it is. When one ends (a signal), the others are told to end too."""
+    servers = [app if hasattr(app, "should_exit") else
+               uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra))
                for app, _sock, extra in apps]
 
     async def main():
-        await asyncio.gather(*(s.serve(sockets=[sock]) for s, (_a, sock, _e) in zip(servers, apps)))
+        tasks = [asyncio.ensure_future(s.serve(sockets=[sock])) for s, (_a, sock, _e) in zip(servers, apps)]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks)
 
     asyncio.run(main())
 
@@ -72,9 +79,13 @@ def serve(apps: list[tuple[object, socket.socket, dict]]) -> None:
 def run(role: str, host: str, port: int, state: Path) -> list[tuple[object, socket.socket, dict]]:
     lab = json.loads((state / "lab.json").read_text())
     if role == "idp":
-        from aislab.world.mocks.idp.app import create_app
+        from aislab.world.mocks.idp.app import IdentityProvider, SwitchablePort
+        from aislab.world.targets.base import ADMIN_PORTS
 
-        return [(create_app(state, lab["issuer"], Recorder(lab["admin_secret"])), listen(host, port), {})]
+        # The main port can go down (a real refused connection); the admin port stays up.
+        idp = IdentityProvider(state, lab["issuer"], Recorder(lab["admin_secret"]))
+        idp.main = SwitchablePort(idp.main_app(), host, port, listen)
+        return [(idp.admin_app(), listen(host, ADMIN_PORTS["idp"]), {}), (idp.main, listen(host, port), {})]
     if role == "controlplane":
         from aislab.world.mocks.controlplane.app import ControlPlane
         from aislab.world.mocks.controlplane.rbac import Directory

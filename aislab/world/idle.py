@@ -61,6 +61,10 @@ class IdleInstances:
         cp = [e for e in reader.since("controlplane", marks["controlplane"]) if e.get("client") == ip]
         record.counts = chat_counts(llm, cp)
 
+    def settled(self) -> None:
+        """Returns once every idle instance is started and exercised (or failed to be)."""
+        self._thread.join()
+
     def stop(self) -> None:
         """Stop every idle instance gracefully and wait until its witnesses have recorded all."""
         self._thread.join()

@@ -28,7 +28,7 @@ from aislab.world.mocks.idp.tokens import SigningKey, TokenFactory, attacker_cer
 from aislab.world import proxies
 from aislab.world.layout import SERVICE_UID
 from aislab.world.pki import CA, write_private
-from aislab.world.targets.base import (HOSTS, IDLE_HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, SERVICE_HOSTS, WITNESS_TCP, WITNESS_UDP,
+from aislab.world.targets.base import (ADMIN_PORTS, HOSTS, IDLE_HOSTS, MOCKS, OUTSIDE_NAMES, OUTSIDE_V6, PORTS, SERVICE_HOSTS, WITNESS_TCP, WITNESS_UDP,
                                        LabError, LabProcess, Sandbox, Target)
 from aislab.world.witnesses.reader import RECORDING_HOSTS, WitnessReader, witness_host
 
@@ -38,6 +38,35 @@ FIXTURES = PROJECT / "fixtures"
 class PreflightError(LabError):
     """The service cannot even be started as its driver says: a broken input, never a verdict."""
 ORG_ID = "org-lab"
+
+
+class PerThreadClient:
+    """An httpx.Client per thread, all made alike: the harness talks to the lab from many threads
+    at once, and httpcore's shared pool can close a connection it has just handed to another
+    thread (encode/httpcore#1110: the request then reads a closed socket, EBADF, or hangs)."""
+
+    def __init__(self, transport=lambda: None, **options):
+        self._transport, self._options = transport, options  # a transport per client too: each has its own pool
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(transport=self._transport(), **self._options)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
 
 
 @dataclass
@@ -118,8 +147,8 @@ class Lab:
         # Never the service's proxy settings; through the target's way to its hosts (on a cluster
         # whose pods this machine cannot route to, a relay); a lab host that does not answer in
         # seconds has died or stalls.
-        self.http = httpx.Client(trust_env=False, timeout=httpx.Timeout(10, connect=3), transport=self.target.http_transport())
-        self.witnesses = WitnessReader(self.http, self.url, self.secret_of)
+        self.http = PerThreadClient(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        self.witnesses = WitnessReader(self.http, self.admin_url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
         # Proxies drop root: their configs and logs are public (nothing secret is in them).
@@ -152,6 +181,13 @@ class Lab:
         if host in SERVICE_HOSTS:
             return f"http://{self.target.address(host)}:{self.driver.service.port}"
         return f"http://{self.target.address(host)}:{PORTS[host]}"
+
+    def admin_url(self, host: str) -> str:
+        """Where a lab host's records and `/_lab/` endpoints are: its main URL, or the admin
+        port of a host whose main port the lab can take down (the IdP)."""
+        if host in ADMIN_PORTS:
+            return f"http://{self.target.address(host)}:{ADMIN_PORTS[host]}"
+        return self.url(host)
 
     def secret_of(self, host: str) -> str:
         return self.witness_secret if host.partition(":")[0] in ("witness", "packets") else self.admin_secret
@@ -477,6 +513,12 @@ class Lab:
         process.stop()
         self.target.processes.remove(process)
 
+    def settle_idle_instances(self) -> None:
+        """Wait until the instance kept idle is started and exercised: a fault the lab injects
+        for a scenario (the identity provider down) is not meant for it."""
+        if self.idle_instances is not None:
+            self.idle_instances.settled()
+
     def end_life(self) -> None:
         """The end of the service's life on every host: each instance stopped, its last words recorded."""
         self.stop_service()
@@ -530,11 +572,12 @@ class Lab:
         return self.converse(prompt, token, environment, user, role)[0]
 
     def converse(self, prompt: str, token: str | None, environment: str = "env-prod", user: str | None = None,
-                 role: str = "judged", host: str = "service") -> tuple[ChatExchange, ChatRecord]:
+                 role: str = "judged", host: str = "service", patience: float = 0.0) -> tuple[ChatExchange, ChatRecord]:
         """A chat, and its record: to which instance it went, with which kind of token, and (once
-        the caller has read its window) what the service did for it."""
+        the caller has read its window) what the service did for it. `patience`: seconds the chat
+        may take beyond the driver's chat timeout (a chat into a fault the lab holds)."""
         started = time.time()
-        exchange = self._send_chat(prompt, token, environment, user, host)
+        exchange = self._send_chat(prompt, token, environment, user, host, patience)
         ran = exchange.answered and not (self.driver.chat.mode == "cli" and exchange.exit_code in (126, 127))
         instance = self.current(host)
         record = ChatRecord(role, self.token_kind(token), instance.number if instance else 0, host,
@@ -542,22 +585,24 @@ class Lab:
         self.chat_records.append(record)
         return exchange, record
 
-    def _send_chat(self, prompt: str, token: str | None, environment: str, user: str | None, host: str) -> ChatExchange:
+    def _send_chat(self, prompt: str, token: str | None, environment: str, user: str | None, host: str,
+                   patience: float = 0.0) -> ChatExchange:
         values = {**self.values(), "prompt": prompt, "environment": environment}
+        spec = replace(self.driver.chat, timeout=self.driver.chat.timeout + patience) if patience else self.driver.chat
         if token is not None:
             values["user.token"] = token
         if self.driver.chat.mode == "cli":
             command = render(list(self.driver.chat.command), {**values, "output_file": "-"}, "chat.command")
-            exchange = run_cli_chat(self.target, self.driver.chat, values, self.service_env(self.service_overrides), user,
+            exchange = run_cli_chat(self.target, spec, values, self.service_env(self.service_overrides), user,
                                     self.dirs.outputs, self.dirs.service_logs / "service.log", self.service_sandbox(command))
         else:
-            exchange = send_chat(self.http, self.url(host), self.driver.chat, values, user)
+            exchange = send_chat(self.http, self.url(host), spec, values, user)
         self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
         return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
         try:
-            response = self.http.request(method, self.url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)
+            response = self.http.request(method, self.admin_url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)
         except httpx.TransportError as err:
             raise LabError(f"the lab's {host} did not answer ({type(err).__name__}): it died or stalls") from None
         if response.status_code != 200:
@@ -565,9 +610,10 @@ class Lab:
         return response
 
     def reset(self) -> None:
-        """A fresh control plane (seed state, empty audit log) and LLM scripts, and new windows
-        on every witness; what the witnesses recorded before stays part of the lab's life."""
-        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/reset"), ("controlplane", "llm")))
+        """A fresh control plane (seed state, empty audit log, no injected faults, the IdP's own
+        keys), LLM scripts (no held answers) and identity provider (up, its own keys), and new
+        windows on every witness; what the witnesses recorded before stays part of the lab's life."""
+        list(self.witnesses.pool.map(lambda host: self._admin("POST", host, "/_lab/reset"), ("controlplane", "llm", "idp")))
         self.reset_witnesses()
 
     def witness_probe(self, name: str) -> None:

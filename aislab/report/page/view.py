@@ -176,7 +176,7 @@ COUNTER_WORDS = {
     "good-token-accepted": "valid-token chats reaching the LLM", "llm-requests": "LLM requests", "llm-errors": "LLM errors taken",
     "tool-calls": "tool calls", "tool-results": "tool results returned", "cp-requests": "control-plane requests",
     "proxy-attempts": "attempts through the proxy", "idle-seconds": "seconds idle", "instances-stopped": "shutdowns",
-    "manifests-rendered": "manifests rendered",
+    "manifests-rendered": "manifests rendered", "faults-met": "requests into a fault the lab brought about",
 }
 
 

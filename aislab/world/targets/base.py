@@ -30,6 +30,9 @@ IDLE_HOSTS = ("idle",)
 SERVICE_HOSTS = ("service", *IDLE_HOSTS)
 # Main (or admin) port of each Python lab host; the witness lives on the service's host.
 PORTS = {"idp": 5556, "controlplane": 8090, "llm": 8000, "provider": 80, "outside": 8080, "dns": 8080, "witness": 15000}
+# Hosts whose admin endpoints (`/_lab/...`) have a port of their own, which stays up while the
+# main one is taken down (the IdP's outage: nothing listens on its main port).
+ADMIN_PORTS = {"idp": 5557}
 MOCKS = ("idp", "controlplane", "llm", "provider", "outside", "dns")
 # Hosts the service may talk to directly (in-cluster infrastructure); everything else it tries
 # is redirected to the egress witness.

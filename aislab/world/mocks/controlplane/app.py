@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from aislab.world.mocks.controlplane.rbac import Directory, Principal
 from aislab.world.mocks.controlplane.routes import Route, effective_method, match, meaning_of
 from aislab.world.mocks.controlplane.store import Store
+from aislab.world.mocks.holding import Holds
 from aislab.world.mocks.idp.tokens import AUDIENCE
 from aislab.world.witnesses.records import ADMIN_HEADER, Recorder
 
@@ -40,10 +41,12 @@ class ControlPlane:
         self.directory = directory
         self.store = store
         jwks = json.loads((state_dir / "jwks.json").read_text())
-        self.keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
+        self.original_keys = self.keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
         self.journal = Recorder(admin_secret)  # every request, for the lab's whole life
         self.audit: list[dict] = []
         self._storage_secret = uuid.uuid4().bytes
+        self.faults: list[dict] = []  # injected by the lab: which requests fail, and how (see _fault_for)
+        self.holds = Holds()
 
     # --- ASGI entry --------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
@@ -85,6 +88,7 @@ class ControlPlane:
         entry["operation"] = route.operation if route else None
         entry["params"] = params
         principal = None
+        held = None
         # A request that could change state (any but a read's method, as the mock executes it) says
         # in the journal whether it did: the state digest around it, so no one need ask between chats.
         before = self.store.digest() if method not in ("GET", "HEAD", "OPTIONS") else None
@@ -94,7 +98,17 @@ class ControlPlane:
             else:
                 principal = self._authenticate(request)
                 entry["principal"] = principal.sub
-                if raw_path == f"/organizations/{self.store.org['id']}/audit" and request.method == "GET":
+                fault = self._fault_for(entry)
+                if fault == 401:  # as if the token were refused (revoked): no principal, no audit
+                    principal = None
+                if fault == "no answer":
+                    held = self.holds.enter()
+                    entry["outcome"] = await self.holds.wait(request)
+                    response = Response(status_code=504)  # sent only if released: the client is gone otherwise
+                elif fault is not None:
+                    raise Problem(fault, "Unauthorized" if fault == 401 else "Service Unavailable" if fault == 503 else "Internal Server Error",
+                                  "lab fault")
+                elif raw_path == f"/organizations/{self.store.org['id']}/audit" and request.method == "GET":
                     entry["operation"] = "audit"
                     response = self._list_audit(principal, request)
                 elif route is None:
@@ -103,14 +117,52 @@ class ControlPlane:
                     response = self._dispatch(route, params, principal, request, body)
         except Problem as problem:
             response = self._problem(problem, raw_path, route)
-        entry["status"] = response.status_code
-        entry["changedState"] = before is not None and self.store.digest() != before
-        entry["responseBody"] = response.body.decode("utf-8", "replace")[:65536]
-        entry["durationMs"] = round((time.monotonic() - started) * 1000, 2)
-        self.journal.add(entry)
-        if principal is not None and entry["operation"] != "audit":
-            self._record_audit(entry, principal, route, params)
+        try:
+            # A request held until its client gave up got no answer at all.
+            entry["status"] = 0 if entry.get("outcome") == "abandoned" else response.status_code
+            entry["changedState"] = before is not None and self.store.digest() != before
+            entry["responseBody"] = response.body.decode("utf-8", "replace")[:65536]
+            entry["durationMs"] = round((time.monotonic() - started) * 1000, 2)
+            self.journal.add(entry)
+            if principal is not None and entry["operation"] != "audit":
+                self._record_audit(entry, principal, route, params)
+        finally:
+            if held is not None:
+                self.holds.leave(held)
         return response
+
+    # --- faults the lab injects ----------------------------------------------------------
+    def _fault_for(self, entry: dict):
+        """The fault a rule injects into this request (401, a 5xx, or "no answer"), if any: a
+        rule names an operation and a subject (either may be left out) and how many requests it
+        fails (all, if it does not say)."""
+        for rule in self.faults:
+            if rule.get("operation") not in (None, entry["operation"]) or rule.get("sub") not in (None, entry["principal"]):
+                continue
+            if rule.get("times") is not None and rule["used"] >= rule["times"]:
+                continue
+            rule["used"] += 1
+            entry["fault"] = rule["respond"] if rule["respond"] == "no answer" else f"answered {rule['respond']}"
+            return rule["respond"]
+        return None
+
+    @staticmethod
+    def _rule(doc: dict) -> dict:
+        respond = doc.get("respond")
+        if respond != "no answer" and not (respond == 401 or isinstance(respond, int) and 500 <= respond <= 599):
+            raise ValueError(f"respond must be 401, a 5xx status or 'no answer', not {respond!r}")
+        unknown = set(doc) - {"operation", "sub", "respond", "times"}
+        if unknown:
+            raise ValueError(f"unknown fault rule keys {sorted(unknown)}")
+        return {**doc, "used": 0}
+
+    def verdict_on(self, token: str) -> dict:
+        """Whether this control plane would accept the token now, and why not."""
+        try:
+            self._verify(token)
+            return {"accepted": True}
+        except (jwt.InvalidTokenError, Problem) as err:
+            return {"accepted": False, "why": str(err)}
 
     def _authenticate(self, request: Request) -> Principal:
         given = request.headers.getlist("authorization")
@@ -121,20 +173,17 @@ class ControlPlane:
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "Unauthorized", "missing bearer token")
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            key = self.keys.get(kid)
-            if key is None:
-                raise jwt.InvalidTokenError("unknown signing key")
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=["RS256"],
-                audience=AUDIENCE,
-                issuer=self.issuer,
-                options={"require": ["exp", "iss", "aud", "sub"]},
-            )
+            return self._verify(token)
         except jwt.InvalidTokenError as err:
             raise Problem(401, "Unauthorized", f"invalid token: {err}") from None
+
+    def _verify(self, token: str) -> Principal:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self.keys.get(kid)
+        if key is None:
+            raise jwt.InvalidTokenError("unknown signing key")
+        claims = jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCE, issuer=self.issuer,
+                            options={"require": ["exp", "iss", "aud", "sub"]})
         principal = self.directory.principal(claims["sub"])
         if principal is None:
             raise Problem(401, "Unauthorized", "unknown subject")
@@ -399,10 +448,26 @@ class ControlPlane:
         if raw_path == "/_lab/records":
             return await self.journal.endpoint(request)
         if raw_path == "/_lab/reset" and request.method == "POST":
-            # A fresh control plane per scenario; its journal is the lab's and stays.
+            # A fresh control plane per scenario (no faults, the IdP's own keys); its journal is the lab's and stays.
             self.audit.clear()
             self.store.reset()
+            self.faults, self.keys = [], self.original_keys
+            await self.holds.release()
             return JSONResponse({"digest": self.store.digest()})
+        if raw_path in ("/_lab/faults", "/_lab/keys", "/_lab/verify") and request.method == "POST":
+            try:
+                doc = json.loads(await request.body() or b"{}")
+                if raw_path == "/_lab/faults":
+                    self.faults = [self._rule(r) for r in doc["rules"]]
+                    return JSONResponse({"rules": len(self.faults)})
+                if raw_path == "/_lab/keys":  # trust the key set the IdP now publishes (a rotation)
+                    self.keys = {k["kid"]: jwt.PyJWK(k).key for k in doc["keys"]}
+                    return JSONResponse({"kids": sorted(self.keys)})
+                return JSONResponse(self.verdict_on(doc["token"]))
+            except (ValueError, KeyError, TypeError, jwt.PyJWKError) as err:
+                return JSONResponse({"error": str(err)}, 400)
+        if raw_path == "/_lab/release" and request.method == "POST":
+            return JSONResponse({"released": await self.holds.release()})
         if raw_path == "/_lab/state":
             return JSONResponse({"digest": self.store.digest()})
         if raw_path == "/_lab/canaries":

@@ -72,7 +72,26 @@ class Directory:
         teams = data.get("teams", {})
         self.personas: dict[str, str] = data.get("personas", {})
         self.users: dict[str, dict] = {u["sub"]: u for u in data["users"]}
+        self.crowd_of: dict[str, str] = {}  # sub of a crowd user -> the persona whose grants it has
+        for user, persona in self._crowd(data.get("crowd")):
+            self.users[user["sub"]] = user
+            self.crowd_of[user["sub"]] = persona
         self._principals = {sub: self._principal(u, teams) for sub, u in self.users.items()}
+
+    def _crowd(self, spec: dict | None) -> list[tuple[dict, str]]:
+        """Users of the scale scenario: each has one persona's grants under a subject (and an
+        email) of its own, the personas taken in turn."""
+        crowd = []
+        for i in range((spec or {}).get("size", 0)):
+            persona = spec["like"][i % len(spec["like"])]
+            template = self.users[self.personas[persona]]
+            local, _, domain = template["email"].partition("@")
+            crowd.append(({**template, "sub": f"{template['sub']}-c{i:02d}", "email": f"{local}+c{i:02d}@{domain}"}, persona))
+        return crowd
+
+    def crowd(self) -> list[tuple[dict, str]]:
+        """The crowd's users, each with the persona whose grants it has."""
+        return [(self.users[sub], persona) for sub, persona in self.crowd_of.items()]
 
     @classmethod
     def load(cls, path: Path) -> "Directory":

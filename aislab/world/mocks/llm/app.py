@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,13 +25,20 @@ from aislab.world.witnesses.records import Recorder
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
+@dataclass
+class Hold:
+    reached: asyncio.Event  # a reply is being held under this name
+    released: asyncio.Event  # the harness let it go
+
+
 class MockLLM:
     def __init__(self, api_key: str, admin_secret: str, model: str = "lab-model"):
         self.api_key = api_key
         self.model = model
         self.requests = Recorder(admin_secret)
         self.scripts: dict[str, dict] = {}
-        self.barriers: dict[str, tuple[int, asyncio.Event]] = {}
+        self.barriers: dict[str, tuple[int, list[asyncio.Event]]] = {}
+        self.holds: dict[str, Hold] = {}
 
     def app(self) -> Starlette:
         return Starlette(
@@ -40,6 +48,7 @@ class MockLLM:
                 *self.requests.routes(),
                 Route("/_lab/reset", self.admin_reset, methods=["POST"]),
                 Route("/_lab/scripts", self.admin_scripts, methods=["POST"]),
+                Route("/_lab/holds/{name}", self.admin_hold, methods=["GET", "POST"]),
                 Route("/{path:path}", self.anything_else, methods=ALL_METHODS),
             ]
         )
@@ -104,6 +113,8 @@ class MockLLM:
         turn = plan_turn(self.scripts.get(conversation), body)
         if turn.barrier:
             entry["barrierMet"] = await self._barrier(turn.barrier)
+        if turn.hold:
+            entry["held"] = await self._hold(turn.hold)
         entry["response"] = {"status": turn.fail_status or 200,
                              "toolCalls": [{"id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
                                            for c in turn.tool_calls]}
@@ -115,16 +126,36 @@ class MockLLM:
 
     async def _barrier(self, spec: dict) -> bool:
         """Hold this reply until `parties` conversations reach the same barrier, so concurrent
-        chats interleave deterministically instead of by luck."""
-        count, event = self.barriers.get(spec["name"], (0, asyncio.Event()))
-        self.barriers[spec["name"]] = (count + 1, event)
-        if count + 1 >= spec["parties"]:
+        chats interleave deterministically instead of by luck. With `cohorts`, arrivals are let
+        go `parties` at a time, in the order they came (a service that runs fewer chats at once
+        than the whole crowd still meets it)."""
+        count, events = self.barriers.get(spec["name"], (0, []))
+        cohort = count // spec["parties"] if spec.get("cohorts") else 0
+        while len(events) <= cohort:
+            events.append(asyncio.Event())
+        self.barriers[spec["name"]] = (count + 1, events)
+        event = events[cohort]
+        if (count + 1 - cohort * spec["parties"]) >= spec["parties"]:
             event.set()
         try:
             await asyncio.wait_for(event.wait(), spec.get("timeout", 10))
             return True
         except asyncio.TimeoutError:
             return False
+
+    def _hold_named(self, name: str) -> "Hold":
+        return self.holds.setdefault(name, Hold(asyncio.Event(), asyncio.Event()))
+
+    async def _hold(self, spec: dict) -> str:
+        """Hold this reply until the harness releases it (the moment the harness controls, e.g.
+        once the user's token has expired), or until the hold's timeout: says which."""
+        hold = self._hold_named(spec["name"])
+        hold.reached.set()
+        try:
+            await asyncio.wait_for(hold.released.wait(), spec.get("timeout", 60))
+            return "released"
+        except asyncio.TimeoutError:
+            return "timed out"
 
     def _completion(self, turn: Turn) -> dict:
         message = {"role": "assistant", "content": turn.content}
@@ -165,7 +196,25 @@ class MockLLM:
             return JSONResponse({"error": "lab admin secret required"}, 403)
         self.scripts = {k: v for k, v in self.scripts.items() if v.get("persist")}
         self.barriers.clear()
+        for hold in self.holds.values():  # nothing stays held past its scenario
+            hold.released.set()
+        self.holds.clear()
         return JSONResponse({"ok": True})
+
+    async def admin_hold(self, request: Request) -> Response:
+        """GET: wait (up to `timeout` seconds) until a reply is held under this name, and say
+        whether one is; POST: release it (and any reply that reaches it later)."""
+        if not self.requests.authorized(request):
+            return JSONResponse({"error": "lab admin secret required"}, 403)
+        hold = self._hold_named(request.path_params["name"])
+        if request.method == "POST":
+            hold.released.set()
+            return JSONResponse({"released": True})
+        try:
+            await asyncio.wait_for(hold.reached.wait(), float(request.query_params.get("timeout", "30")))
+        except asyncio.TimeoutError:
+            pass
+        return JSONResponse({"held": hold.reached.is_set()})
 
     async def admin_scripts(self, request: Request) -> Response:
         if not self.requests.authorized(request):

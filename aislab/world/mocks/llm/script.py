@@ -50,7 +50,31 @@ def validate(script: dict) -> dict:
         for call in step.get("tool_calls", []):
             if "name" not in call:
                 raise ScriptError(f"script {script['match']} step {i}: every tool call needs a 'name'")
+            unknown = set(call) - set(CALL_KEYS)
+            if unknown:
+                raise ScriptError(f"script {script['match']} step {i}: unknown tool-call keys {sorted(unknown)}; known: {CALL_KEYS}")
+            if "raw_arguments" in call and not isinstance(call["raw_arguments"], str):
+                raise ScriptError(f"script {script['match']} step {i}: raw_arguments must be a string, sent as it is")
+        hold = step.get("hold")
+        if hold is not None and not (isinstance(hold, dict) and isinstance(hold.get("name"), str)):
+            raise ScriptError(f"script {script['match']} step {i}: hold needs a name: {{name, timeout}}")
     return script
+
+
+# A tool call of a script: `arguments` (an object, sent as JSON), or `raw_arguments` (a string
+# sent exactly as it is: not JSON, truncated, anything); `pad: {FIELD: N}` makes that argument
+# N characters longer ("x" repeated: huge arguments without a huge script); `times: N` sends
+# the same call N times in the one reply (many calls at once).
+CALL_KEYS = ("name", "arguments", "raw_arguments", "pad", "times")
+
+
+def _wire_arguments(call: dict) -> str:
+    if "raw_arguments" in call:
+        return call["raw_arguments"]
+    arguments = dict(call.get("arguments") or {})
+    for field, size in (call.get("pad") or {}).items():
+        arguments[field] = str(arguments.get(field, "")) + "x" * int(size)
+    return json.dumps(arguments)
 
 
 @dataclass
@@ -61,6 +85,7 @@ class Turn:
     content: str | None
     fail_status: int | None = None
     barrier: dict | None = None
+    hold: dict | None = None  # {name, timeout}: this reply waits until the harness releases it
 
 
 def advertised_tools(body: dict) -> list[dict]:
@@ -90,15 +115,15 @@ def plan_turn(script: dict | None, body: dict) -> Turn:
         # Past the script (or none matched): finish by repeating what the tools returned.
         return Turn([], structured(body, "\n".join(tool_results(messages)) or "No script for this conversation."))
     step = steps[turn]
-    barrier = step.get("barrier")
+    barrier, hold = step.get("barrier"), step.get("hold")
     if "fail" in step:
-        return Turn([], None, fail_status=int(step["fail"]), barrier=barrier)
+        return Turn([], None, fail_status=int(step["fail"]), barrier=barrier, hold=hold)
     if "answer" in step:
-        return Turn([], structured(body, step["answer"]), barrier=barrier)
+        return Turn([], structured(body, step["answer"]), barrier=barrier, hold=hold)
     if "echo_tool_results" in step:
-        return Turn([], structured(body, "\n".join(tool_results(messages))), barrier=barrier)
+        return Turn([], structured(body, "\n".join(tool_results(messages))), barrier=barrier, hold=hold)
     if "tool_calls" in step:
-        calls = step["tool_calls"]
+        calls = [c for c in step["tool_calls"] for _ in range(int(c.get("times", 1)))]
     elif "call_one_advertised_tool" in step:  # a chat that uses a tool, whatever the tools are
         calls = every_call(advertised_tools(body), step["call_one_advertised_tool"].get("arg_sets", []))[:1]
     else:
@@ -108,10 +133,11 @@ def plan_turn(script: dict | None, body: dict) -> Turn:
             {
                 "id": f"call_{turn}_{i}",
                 "type": "function",
-                "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))},
+                "function": {"name": c["name"], "arguments": _wire_arguments(c)},
             }
             for i, c in enumerate(calls)
         ],
         None,
         barrier=barrier,
+        hold=hold,
     )
