@@ -70,7 +70,7 @@ Feature: Read-only - the assistant's tools are limited to read-only operations
 
     @AIS-RO-04
     Scenario Outline: The model sends <malformation>: nothing changes, nothing foreign is read, and the next chat is carried out
-      Given the admin has just been shown every resource by the assistant
+      Given the admin has just been shown every resource by the assistant, those the resource-group-limited member cannot read last
       When the LLM answers the resource-group-limited member's chat with the malformed tool calls of "<script>"
       And a valid chat of the resource-group-limited member follows, on the LLM script "valid-read"
       Then no request that changes anything reached the control plane

@@ -116,6 +116,25 @@ def admin_warmup(lab, observer, script_book) -> Chat:
     return scripted_chat(lab, observer, script_book, "admin", "every-tool-every-resource", role="control")
 
 
+@given(parsers.parse("the admin has just been shown every resource by the assistant, those the {persona} cannot read last"),
+       target_fixture="warmup")
+def admin_warmup_forbidden_last(lab, observer, script_book, persona, readable_canaries) -> Chat:
+    """As above, each tool's last calls on resources the persona cannot read: a service that
+    answers a later call from whatever it fetched last then shows the persona another's data."""
+    forbidden = forbidden_canaries(lab, persona, readable_canaries)
+
+    def unreadable(args: dict) -> bool:
+        named = [f"CANARY_workflow_{args.get('workflowName')}_{lab.nonce}", f"CANARY_execution_{args.get('executionId')}_{lab.nonce}"]
+        return any(n in forbidden for n in named)
+
+    conv = new_conversation()
+    script = script_book.script("every-tool-every-resource", conv, "env-prod")
+    for step in script["steps"]:
+        if "call_every_advertised_tool" in step:
+            step["call_every_advertised_tool"]["arg_sets"].sort(key=unreadable)  # stable: the readable first, as they were
+    return run_chat(lab, observer, "admin", lab.token("admin"), script, conv, role="control")
+
+
 # --- When --------------------------------------------------------------------------------
 @when(parsers.parse("the {persona} asks the assistant to use every tool on every resource"), target_fixture="chat")
 def every_tool_every_resource(lab, observer, script_book, persona, chat_log, evidence) -> Chat:
