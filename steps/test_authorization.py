@@ -147,7 +147,9 @@ def await_hold(faults: Faults, name: str, running, timeout: float) -> bool:
 
 
 @when(parsers.parse("the control plane answers {fault} to the {persona}'s workflow lists in a chat"), target_fixture="chat")
-def cp_fails(lab, observer, script_book, fault, persona, chat_log, exercise_scope, evidence) -> Chat:
+def cp_fails(lab, observer, script_book, fault, persona, chat_log, exercise_scope, evidence, readable_canaries) -> Chat:
+    # The persona's direct reads first: under the fault they would fail (or wait) like the service's.
+    forbidden_canaries(lab, persona, readable_canaries)
     faults = Faults(lab)
     faults.fail_cp(fault, operation="list_workflows", sub=lab.user(persona)["sub"])
     chat = scripted_chat(lab, observer, script_book, persona, "list-workflows",

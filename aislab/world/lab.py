@@ -159,6 +159,7 @@ class Lab:
         self.sandbox: Sandbox | None = None  # how the service runs: decided once its command is known
         self.warnings: list[str] = []  # what a reviewer should know about this run (shown in the report)
         self.chat_records: list[ChatRecord] = []  # every chat sent, and what the lab saw the service do for it
+        self._chat_clock, self._chats_in_flight, self._busy_since = threading.Lock(), 0, 0.0
         self.idle_seconds = 0.0  # time the service idled under observation, all scenarios together
         self.deaths = 0  # times the service exited on its own
         self.idle_instances = None  # aislab.world.idle.IdleInstances, when the run judges whole lives
@@ -587,6 +588,19 @@ class Lab:
 
     def _send_chat(self, prompt: str, token: str | None, environment: str, user: str | None, host: str,
                    patience: float = 0.0) -> ChatExchange:
+        with self._chat_clock:  # the floor counts the time some chat is in flight, once however many are
+            if self._chats_in_flight == 0:
+                self._busy_since = time.monotonic()
+            self._chats_in_flight += 1
+        try:
+            return self._exchange(prompt, token, environment, user, host, patience)
+        finally:
+            with self._chat_clock:
+                self._chats_in_flight -= 1
+                if self._chats_in_flight == 0:
+                    self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + time.monotonic() - self._busy_since
+
+    def _exchange(self, prompt: str, token: str | None, environment: str, user: str | None, host: str, patience: float) -> ChatExchange:
         values = {**self.values(), "prompt": prompt, "environment": environment}
         spec = replace(self.driver.chat, timeout=self.driver.chat.timeout + patience) if patience else self.driver.chat
         if token is not None:
@@ -597,7 +611,6 @@ class Lab:
                                     self.dirs.outputs, self.dirs.service_logs / "service.log", self.service_sandbox(command))
         else:
             exchange = send_chat(self.http, self.url(host), spec, values, user)
-        self.timings["chat_wall"] = self.timings.get("chat_wall", 0.0) + exchange.seconds
         return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
