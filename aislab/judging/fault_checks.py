@@ -135,6 +135,10 @@ def failure_told_apart(failing: Window, tool: str, successes: list[Window], empt
     mine = _result_of(failing, tool)
     undetermined_unless(mine is not None, f"the model never received a result for the failed {tool} call (the chat ended without "
                                           "one): whether it was told cannot be compared")
+    # The baselines really were the call succeeding: its request reached the control plane and was served.
+    served = all(any(e.get("operation") == tool and 200 <= (e.get("status") or 0) < 300 for e in api_calls(w)) for w in (*successes, *empties))
+    undetermined_unless(served, f"positive control failed: the {tool} calls meant to succeed, or to come back allowed and empty, "
+                                "were not all served by the control plane (a service without that tool, say): nothing to compare with")
     baselines = [_result_of(w, tool) for w in (*successes, *empties)]
     undetermined_unless(None not in baselines and len(empties) >= 2,
                         f"positive control failed: the {tool} calls that succeeded, or came back allowed and empty, were not all answered")

@@ -40,33 +40,48 @@ class PreflightError(LabError):
 ORG_ID = "org-lab"
 
 
-class PerThreadClient:
-    """An httpx.Client per thread, all made alike: the harness talks to the lab from many threads
-    at once, and httpcore's shared pool can close a connection it has just handed to another
-    thread (encode/httpcore#1110: the request then reads a closed socket, EBADF, or hangs)."""
+class ClientPool:
+    """httpx.Clients, each used by one thread at a time and handed back after the call: the
+    harness talks to the lab from many threads at once, and httpcore's shared pool can close a
+    connection it has just handed to another thread (encode/httpcore#1110: the request then reads
+    a closed socket, EBADF, or hangs). Pooled, not one per thread: threads come and go with each
+    executor, and a client per thread kept their connections (on a cluster reached through the
+    relay, an exec each) open for the whole run."""
 
     def __init__(self, transport=lambda: None, **options):
         self._transport, self._options = transport, options  # a transport per client too: each has its own pool
-        self._local = threading.local()
+        self._idle: list[httpx.Client] = []
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
 
-    def _client(self) -> httpx.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = httpx.Client(transport=self._transport(), **self._options)
-            with self._lock:
-                self._clients.append(client)
-        return client
+    def _acquire(self) -> httpx.Client:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            client = httpx.Client(transport=self._transport(), **self._options)
+            self._clients.append(client)
+            return client
 
-    def __getattr__(self, name: str):
-        return getattr(self._client(), name)
+    def request(self, *args, **kw) -> httpx.Response:
+        client = self._acquire()
+        try:
+            return client.request(*args, **kw)
+        finally:
+            with self._lock:
+                self._idle.append(client)
+
+    def get(self, url, **kw) -> httpx.Response:
+        return self.request("GET", url, **kw)
+
+    def post(self, url, **kw) -> httpx.Response:
+        return self.request("POST", url, **kw)
 
     def close(self) -> None:
         with self._lock:
             for client in self._clients:
                 client.close()
             self._clients.clear()
+            self._idle.clear()
 
 
 @dataclass
@@ -147,7 +162,7 @@ class Lab:
         # Never the service's proxy settings; through the target's way to its hosts (on a cluster
         # whose pods this machine cannot route to, a relay); a lab host that does not answer in
         # seconds has died or stalls.
-        self.http = PerThreadClient(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        self.http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
         self.witnesses = WitnessReader(self.http, self.admin_url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
