@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -27,6 +28,13 @@ def listen(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(128)
     return sock
+
+
+def server_config(app, **extra) -> uvicorn.Config:
+    """uvicorn's settings for every lab host. Idle keep-alive connections stay open far longer
+    than any client keeps them (httpx: 5 s): with uvicorn's default, also 5 s, a client reusing a
+    connection just as the server closes it reads "disconnected without a response"."""
+    return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=300, **extra)
 
 
 def archive(records: Recorder, path: Path) -> None:
@@ -63,7 +71,7 @@ def serve(apps: list[tuple[object, socket.socket, dict]]) -> None:
     is already a server (it has `serve(sockets=...)`, like the IdP's switchable port) runs as
     it is. When one ends (a signal), the others are told to end too."""
     servers = [app if hasattr(app, "should_exit") else
-               uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra))
+               uvicorn.Server(server_config(app, **extra))
                for app, _sock, extra in apps]
 
     async def main():
@@ -159,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     host, _, port = args.listen.rpartition(":")
     apps = run(args.role, host, int(port), args.state)
     print("READY", flush=True)
+    if ready_file := os.environ.get("AISLAB_READY_FILE"):  # for those who cannot read our output (a pod's postStart)
+        Path(ready_file).touch()
     serve(apps)
 
 

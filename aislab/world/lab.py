@@ -161,8 +161,11 @@ class Lab:
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         # Never the service's proxy settings; through the target's way to its hosts (on a cluster
         # whose pods this machine cannot route to, a relay); a lab host that does not answer in
-        # seconds has died or stalls.
-        self.http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        # seconds has died or stalls. Idle connections are dropped before any server's keep-alive
+        # ends (the service's own may be uvicorn's or Node's 5 s, gunicorn's 2 s): reusing one the
+        # server is closing that instant fails with "disconnected without a response".
+        self.http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3),
+                               limits=httpx.Limits(keepalive_expiry=1.0))
         self.witnesses = WitnessReader(self.http, self.admin_url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state

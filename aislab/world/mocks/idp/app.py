@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from aislab.world.hosts import server_config
 from aislab.world.mocks.holding import Holds
 from aislab.world.witnesses.records import Recorder
 
@@ -181,7 +182,7 @@ class SwitchablePort:
         if self.server is not None:
             return
         sock = sock or self.listen(self.host, self.port)
-        self.server = _Unsignalled(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off"))
+        self.server = _Unsignalled(server_config(self.app))
         # The socket listens already: the kernel queues connections until the server accepts them.
         self.task = asyncio.ensure_future(self.server.serve(sockets=[sock]))
 
