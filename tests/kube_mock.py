@@ -1,7 +1,8 @@
 """An in-memory Kubernetes API for the kubernetes target's offline tests: kmock's emulator on a
 local port (the official client talks to it over HTTP), with what kmock lacks for this target
 added here: namespaces (its path parser takes /api/v1/namespaces for a namespaced path),
-/version, SelfSubjectAccessReview, and a kubelet that gives pods an address and runs them."""
+/version, SelfSubjectAccessReview, watches (its streams reach the official client with no
+event), and a kubelet that gives pods an address and runs them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import kmock
 from kmock._internal import parsing
-from kubernetes import client
+from kubernetes import client, watch
 
 RESOURCES = ("v1/namespaces", "v1/pods", "v1/secrets", "v1/serviceaccounts", "v1/services", "v1/configmaps", "v1/events")
 VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0-kmock", "platform": "linux/amd64", "buildDate": "",
@@ -50,6 +51,7 @@ class KubeMock:
 
     def __enter__(self) -> "KubeMock":
         parsing.parse_path = _cluster_scoped_namespaces
+        self._stream, watch.Watch.stream = watch.Watch.stream, lambda _w, func, *a, **kw: self._watch_by_listing(func, *a, **kw)
         threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
         if not self._ready.wait(10):
             raise RuntimeError("kmock did not start")
@@ -68,6 +70,22 @@ class KubeMock:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         parsing.parse_path = _parse_path
+        watch.Watch.stream = self._stream
+
+    def _watch_by_listing(self, func, *args, timeout_seconds=None, resource_version=None, _request_timeout=None, **kw):
+        """A watch as the API server gives it (each object ADDED first, then what changes),
+        told from lists taken one after another."""
+        seen: dict = {}
+        deadline = time.monotonic() + (timeout_seconds or 3600)
+        while time.monotonic() < deadline and not self._stop.is_set():
+            now = {o.metadata.name: o for o in func(*args, **kw).items}
+            for name, obj in now.items():
+                if name not in seen or obj.to_dict() != seen[name].to_dict():
+                    yield {"type": "MODIFIED" if name in seen else "ADDED", "object": obj}
+            for name in seen.keys() - now.keys():
+                yield {"type": "DELETED", "object": seen[name]}
+            seen = now
+            time.sleep(0.05)
 
     async def _serve(self) -> None:
         try:

@@ -24,7 +24,7 @@ from aislab.deployment.values import Values
 from aislab.judging.configuration import SCHEMA_VERSIONS
 from aislab.world.layout import SERVICE_UID, lab_dirs
 from aislab.world.targets import LabError
-from aislab.world.targets.base import HOSTS, PORTS, WITNESS_TCP
+from aislab.world.targets.base import HOSTS
 from aislab.world.targets.kubernetes import manifests, target as k8s
 from aislab.world.targets.kubernetes.chart import ChartService
 from aislab.world.targets.kubernetes.cluster import Access, Cluster
@@ -69,7 +69,7 @@ def every_manifest(tmp_path) -> list[dict]:
     services.append(chart.container({**env, "OIDC_CONFIGURATION_URL": "http://10.99.0.10:5556/.well-known/openid-configuration"}))
     for n, service in enumerate(services):
         pod, _added = manifests.witnessed_pod(f"service-{n}", "service", service, IMAGES, dirs, labels, "10.99.0.53", aliases,
-                                              WITNESS_TCP, 150, k8s.PROJECT_IN_IMAGE)
+                                              150, k8s.PROJECT_IN_IMAGE)
         made.append(pod)
     return made
 
@@ -104,7 +104,7 @@ def test_the_chart_pod_is_the_charts_own_with_only_what_judging_needs(tmp_path):
     env["LLM_API_KEY"] = "sk-lab-x"
     service = chart.container(env)
     pod, added = manifests.witnessed_pod("service-1", "service", service, IMAGES, lab_dirs("kubernetes", 7), {}, "10.99.0.53",
-                                         {}, WITNESS_TCP, 150, k8s.PROJECT_IN_IMAGE)
+                                         {}, 150, k8s.PROJECT_IN_IMAGE)
     ours = pod["spec"]["containers"][1]
     theirs = template["containers"][0]
     # Everything the chart renders is kept: probes, ports, image, its Secret reference, its mounts.
@@ -217,7 +217,8 @@ def test_a_namespace_stuck_terminating_is_named_with_what_blocks_it(tmp_path, of
                                    spec=client.V1NamespaceSpec(finalizers=["kubernetes"]),
                                    status=client.V1NamespaceStatus(phase="Terminating", conditions=[client.V1NamespaceCondition(
                                        type="NamespaceContentRemaining", status="True", message="Some resources are remaining: pods")]))
-        monkeypatch.setattr(target.cluster.core, "read_namespace", lambda name: stuck)
+        monkeypatch.setattr(target.cluster.core, "list_namespace",
+                            lambda **_: client.V1NamespaceList(items=[stuck], metadata=client.V1ListMeta(resource_version="1")))
         monkeypatch.setattr(k8s, "NAMESPACE_GONE_TIMEOUT", 0.5)
         try:
             with pytest.raises(LabError, match=r"namespace aislab-\S+ is stuck Terminating.*kubernetes.*Some resources are remaining"):

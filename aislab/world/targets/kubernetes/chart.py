@@ -7,9 +7,7 @@ listed for the report."""
 from __future__ import annotations
 
 import copy
-import time
 
-from kubernetes.client.rest import ApiException
 
 from aislab.deployment.rendering import WORKLOADS, containers, parse
 from aislab.deployment.values import merge
@@ -85,15 +83,10 @@ class ChartService:
     def _await_token(self, account: str) -> None:
         if self.target._tokens_by_request():
             return
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if self.target.cluster.core.read_namespaced_service_account(account, self.target.namespace).secrets:
-                    return
-            except ApiException:
-                pass
-            time.sleep(0.1)
-        raise LabError(f"service account {account} got no token within 30s")
+        cluster = self.target.cluster
+        if not cluster.await_named(cluster.core.list_namespaced_service_account, account, lambda a: a and a.secrets, 30,
+                                   namespace=self.target.namespace):
+            raise LabError(f"service account {account} got no token within 30s")
 
     def container(self, env: dict[str, str]) -> manifests.ServiceContainer:
         workload = self.workload()

@@ -5,6 +5,7 @@ SelfSubjectAccessReview), and the few calls the target makes through it (exec in
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
@@ -25,6 +26,7 @@ NEEDED = (
     ("create", "pods", "", True), ("get", "pods", "", True), ("list", "pods", "", True), ("delete", "pods", "", True),
     ("create", "pods", "exec", True), ("get", "pods", "log", True), ("list", "events", "", True),
     ("list", "serviceaccounts", "", True),
+    ("watch", "namespaces", "", False), ("watch", "pods", "", True), ("watch", "serviceaccounts", "", True),
 )
 # What installing the chart's objects beside the service's pod needs as well.
 NEEDED_FOR_CHART = (("create", "secrets", "", True), ("create", "serviceaccounts", "", True), ("create", "services", "", True),
@@ -105,6 +107,39 @@ class Cluster:
         """A client of its own for each stream: the client's websocket calls swap its request
         method while they run, which would capture calls other threads make meanwhile."""
         return client.CoreV1Api(client.ApiClient(self.configuration))
+
+    def await_named(self, list_call, name: str, until, timeout: float, **kw):
+        """`until`'s first true answer about the object `name` (None: there is none), asked now
+        and at each change the API server tells of (a watch: nothing is polled); None once
+        `timeout` has passed. A watch that ends (the server's timeout, a version too old, a
+        silent connection) is followed by a fresh list. Names are matched here too: a server
+        may ignore the field selector."""
+        selector = f"metadata.name={name}"
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = list_call(field_selector=selector, **kw)
+            if answer := until(next((o for o in listed.items if o.metadata.name == name), None)):
+                return answer
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            events = watch.Watch()
+            try:
+                for event in events.stream(list_call, field_selector=selector, resource_version=listed.metadata.resource_version,
+                                           timeout_seconds=max(1, math.ceil(left)), _request_timeout=left + 5, **kw):
+                    if event["type"] == "ERROR":
+                        break
+                    if event["object"].metadata.name != name:
+                        continue
+                    if answer := until(None if event["type"] == "DELETED" else event["object"]):
+                        return answer
+            except ApiException as err:
+                if err.status != 410:  # 410: the version listed is too old to watch from
+                    raise
+            except urllib3.exceptions.HTTPError:
+                pass  # the connection fell silent past the deadline, or broke: the list tells
+            finally:
+                events.stop()
 
     def exec(self, namespace: str, pod: str, container: str, command: list[str], request: dict | None = None,
              timeout: float = 60) -> tuple[str, str, int | None]:

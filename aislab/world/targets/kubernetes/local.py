@@ -25,6 +25,7 @@ import datetime
 import fcntl
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -534,24 +535,39 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def _await_ended(pids: list[int], timeout: float) -> None:
+    """Until every process has ended (its pidfd becomes readable), or `timeout` has passed."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    try:
+        while fds and (left := deadline - time.monotonic()) > 0:
+            for fd in select.select(fds, [], [], left)[0]:
+                fds.remove(fd)
+                os.close(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _stop_pids(pids: list[int], grace: float = 10.0) -> None:
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + grace
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _await_ended(pids, grace)
     for pid in pids:
         if _alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _await_ended(pids, 5)
 
 
 def _unmount_under(roots: list[Path]) -> None:

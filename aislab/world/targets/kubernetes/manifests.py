@@ -145,7 +145,7 @@ def chart_container(template: dict, container_name: str, env: dict[str, str], di
 
 
 def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images: Images, dirs: LabDirs,
-                  labels: dict[str, str], dns_ip: str, host_aliases: dict[str, str], witness_port: int, grace: int,
+                  labels: dict[str, str], dns_ip: str, host_aliases: dict[str, str], grace: int,
                   project: str) -> tuple[dict, list[str]]:
     """A pod of the service's host: the gate (init, NET_ADMIN: waits for the lab's files, applies
     the egress witness's plumbing), the witness (sidecar: starts before the service, which waits
@@ -170,7 +170,7 @@ def witnessed_pod(name: str, host: str, service: ServiceContainer | None, images
         "env": [{"name": "AISLAB_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         # NET_ADMIN: IP_TRANSPARENT for the UDP it is handed by TPROXY.
         "securityContext": ROOT_NET_ADMIN,
-        "lifecycle": {"postStart": {"exec": {"command": [*PODSIDE, "await-port", str(witness_port)]}},
+        "lifecycle": {"postStart": {"exec": {"command": [*PODSIDE, "await-witness"]}},
                       "preStop": {"exec": {"command": [*PODSIDE, "hold-until-released"]}}},
         "volumeMounts": [*lab_mounts, *tmp_mounts],
     }

@@ -15,7 +15,9 @@ exec protocol of older clusters cannot close stdin), answers come back on stdout
                          apply the egress witness's plumbing
     witness              the witness sidecar: start the witness on this pod's own address
     hosts                write the lab's host names into the pod's /etc/hosts
-    await-port PORT      postStart of the witness: return once it listens (the service starts after)
+    await-witness        postStart of the witness: return once it listens (the service starts after)
+    await-text PATH OFFSET TEXT COUNT TIMEOUT
+                         return once TEXT is written COUNT times into PATH beyond OFFSET
     hold-until-released  preStop of the witness: keep recording until the harness has drained it
     retire               the service's /tmp, for the next pod
     relay ADDRESS PORT   in the harness pod: one connection of the harness to a lab host
@@ -24,11 +26,12 @@ exec protocol of older clusters cannot close stdin), answers come back on stdout
 from __future__ import annotations
 
 import base64
+import ctypes
 import io
 import json
 import os
+import select
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -37,7 +40,9 @@ from pathlib import Path
 
 POD = Path("/aislab-pod")  # the pod's own bookkeeping (an emptyDir shared by its containers)
 PROGRAMS = POD / "programs"
+WITNESS_READY = POD / "witness-ready"
 END = "\n"
+IN_MODIFY, IN_CREATE = 0x2, 0x100  # <sys/inotify.h>
 
 
 def _read_request() -> dict:
@@ -69,23 +74,36 @@ def _environment(given: dict | None) -> dict:
     return {**keep, **(given or {})}
 
 
-def hold() -> int:
-    """Reap every orphan (programs are started detached); SIGTERM ends the host."""
-    def stop(_sig, _frame):
-        try:
-            os.kill(-1, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        time.sleep(0.5)
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+def _reap() -> bool:
+    """Reap every child that has ended; False once none is left."""
     while True:
         try:
-            os.wait()
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            time.sleep(0.5)
+            return False
+        if pid == 0:
+            return True
+
+
+def hold() -> int:
+    """Reap every orphan (programs are started detached) as it ends; SIGTERM is passed on to
+    them, and the host ends once they have (half a second at most). Signals stay blocked and are
+    awaited, never handled in between: a child's end cannot slip between a check and a wait."""
+    if os.getpid() != 1:  # SIGTERM goes to every process it may signal: only a pod's own are
+        print("hold runs as a pod's PID 1 only", file=sys.stderr)
+        return 2
+    signals = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    while signal.sigwait(signals) == signal.SIGCHLD:
+        _reap()
+    try:
+        os.kill(-1, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 0.5
+    while _reap() and (left := deadline - time.monotonic()) > 0:
+        signal.sigtimedwait({signal.SIGCHLD}, left)
+    return 0
 
 
 def run() -> int:
@@ -99,12 +117,13 @@ def run() -> int:
     PROGRAMS.mkdir(parents=True, exist_ok=True)
     for suffix in ("exit", "pid"):
         (PROGRAMS / f"{name}.{suffix}").unlink(missing_ok=True)
+    told, tell = os.pipe()  # the monitor writes the program's pid into it (EOF without one: it failed)
     if os.fork():
-        deadline = time.monotonic() + 10
-        while not (PROGRAMS / f"{name}.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        print((PROGRAMS / f"{name}.pid").read_text() if (PROGRAMS / f"{name}.pid").exists() else "?")
+        os.close(tell)
+        with os.fdopen(told) as pipe:
+            print(pipe.read() or "?")
         return 0
+    os.close(told)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -119,15 +138,59 @@ def run() -> int:
         os.write(2, f"[lab] cannot start {req['command'][:1]}: {err}\n".encode())
         (PROGRAMS / f"{name}.pid").write_text("0")
         (PROGRAMS / f"{name}.exit").write_text("127")
+        os.write(tell, b"0")
         os._exit(0)
     (PROGRAMS / f"{name}.pid").write_text(str(proc.pid))
+    os.write(tell, str(proc.pid).encode())
+    os.close(tell)
     code = proc.wait()
     (PROGRAMS / f"{name}.exit").write_text(str(code))
     os._exit(0)
 
 
+def _changes(directory: Path) -> int:
+    """An inotify descriptor that becomes readable when a file in `directory` is created or
+    written (the standard library has no inotify; libc's three calls are all it takes)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, str(directory).encode(), IN_CREATE | IN_MODIFY) < 0:
+        raise OSError(ctypes.get_errno(), f"inotify on {directory}")
+    return fd
+
+
+def _await(done, directory: Path, timeout: float) -> bool:
+    """Whether `done()` came true within `timeout`: asked now and again at each file created or
+    written in `directory`."""
+    changes = _changes(directory)  # watched before the first look: no change is missed
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([changes], [], [], left)[0]:
+                return done()
+            os.read(changes, 64 * 1024)
+        return True
+    finally:
+        os.close(changes)
+
+
+def await_text(path: str, offset: str, text: str, count: str, timeout: str) -> int:
+    """Until `text` has been written COUNT times into PATH beyond OFFSET (a log line a program
+    writes once it is ready again); exit code 1 at the timeout."""
+    def written() -> bool:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(int(offset))
+                return fh.read().count(text.encode()) >= int(count)
+        except FileNotFoundError:
+            return False
+
+    return 0 if _await(written, Path(path).parent, float(timeout)) else 1
+
+
 def follow(name: str) -> int:
     log, done = PROGRAMS / f"{name}.log", PROGRAMS / f"{name}.exit"
+    changes = _changes(PROGRAMS)  # watched before the first read: no write is missed
     offset = 0
     out = sys.stdout.buffer
     while True:
@@ -146,7 +209,7 @@ def follow(name: str) -> int:
             print(f"EXIT {done.read_text().strip()}", file=sys.stderr, flush=True)
             return 0
         else:
-            time.sleep(0.05)
+            os.read(changes, 64 * 1024)  # until a program's log grows or its exit code is written
 
 
 def send_signal(name: str, sig: int) -> int:
@@ -203,13 +266,9 @@ def read(path: str, offset: int) -> int:
 def gate() -> int:
     """Wait for the harness to deliver the lab's files (it does so once the pod has its address),
     then give the pod the egress witness's plumbing; the witness and the service start after."""
-    marker = POD / "delivered"
-    deadline = time.monotonic() + float(os.environ.get("AISLAB_GATE_TIMEOUT", "300"))
-    while not marker.exists():
-        if time.monotonic() > deadline:
-            print("the harness never delivered the lab's files", file=sys.stderr)
-            return 1
-        time.sleep(0.05)
+    if not _await((POD / "delivered").exists, POD, float(os.environ.get("AISLAB_GATE_TIMEOUT", "300"))):
+        print("the harness never delivered the lab's files", file=sys.stderr)
+        return 1
     plumbing = json.loads((POD / "plumbing.json").read_text())
     from aislab.world.targets.plumbing import egress_witness_plumbing
 
@@ -235,26 +294,15 @@ def witness() -> int:
     spec = json.loads((POD / "witness.json").read_text())
     own = os.environ["AISLAB_POD_IP"]
     command = [a.replace(spec["address"], own) for a in spec["command"]]
-    env = {**_environment(spec.get("env")), "AISLAB_POD_IP": own}
+    WITNESS_READY.unlink(missing_ok=True)  # an earlier container's, in this pod
+    env = {**_environment(spec.get("env")), "AISLAB_POD_IP": own, "AISLAB_READY_FILE": str(WITNESS_READY)}
     os.chdir(spec.get("cwd") or "/")
     os.execvpe(command[0], command, env)
 
 
-def await_port(port: int, timeout: float = 60) -> int:
-    """Whether something listens on PORT, read from the kernel's socket tables: connecting
-    would be an attempt the witness records."""
-    deadline = time.monotonic() + timeout
-    wanted = f":{port:04X}"
-    while time.monotonic() < deadline:
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                rows = Path(table).read_text().splitlines()[1:]
-            except FileNotFoundError:
-                continue
-            if any(r.split()[1].endswith(wanted) and r.split()[3] == "0A" for r in rows):  # 0A: LISTEN
-                return 0
-        time.sleep(0.05)
-    return 1
+def await_witness(timeout: float = 60) -> int:
+    """Until the witness listens (it says so once its sockets are bound): the service starts after."""
+    return 0 if _await(WITNESS_READY.exists, POD, timeout) else 1
 
 
 def hosts() -> int:
@@ -266,9 +314,7 @@ def hosts() -> int:
 
 
 def hold_until_released(timeout: float = 600) -> int:
-    deadline = time.monotonic() + timeout
-    while not (POD / "released").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _await((POD / "released").exists, POD, timeout)
     return 0
 
 
@@ -295,7 +341,7 @@ def retire() -> int:
 COMMANDS = {
     "hold": hold, "run": run, "follow": follow, "signal": lambda name, sig: send_signal(name, int(sig)), "cpu": cpu,
     "exec": run_to_end, "read": lambda path, offset: read(path, int(offset)), "gate": gate, "deliver": deliver,
-    "witness": witness, "hosts": hosts, "await-port": lambda port: await_port(int(port)),
+    "witness": witness, "hosts": hosts, "await-witness": await_witness, "await-text": await_text,
     "hold-until-released": hold_until_released, "release": release, "retire": retire,
     "relay": lambda address, port: _relay(address, int(port)),
 }

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import ipaddress
 import json
 import os
 import subprocess
@@ -40,7 +39,7 @@ from pathlib import Path
 from kubernetes.client import V1PodStatus
 from kubernetes.client.rest import ApiException
 
-from aislab.world.targets.base import (HOSTS, INFRASTRUCTURE, MOCKS, PORTS, WITNESS_TCP, LabError, LabProcess, Sandbox,
+from aislab.world.targets.base import (HOSTS, INFRASTRUCTURE, MOCKS, PORTS, LabError, LabProcess, Sandbox,
                                        Target, claim_slot)
 from aislab.world.targets.kubernetes import manifests
 from aislab.world.targets.kubernetes.cluster import Access, Cluster
@@ -207,14 +206,10 @@ class KubernetesTarget(Target):
         self._create(manifests.namespace(self.namespace, self.labels))
         # A pod made right after its namespace can fail ("No API token found for service account
         # default"): wait for the default service account's token.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            accounts = self.cluster.core.list_namespaced_service_account(self.namespace).items
-            if any(a.metadata.name == "default" and (a.secrets or self._tokens_by_request()) for a in accounts):
-                return
-            time.sleep(0.1)
-        raise LabError(f"namespace {self.namespace}: its default service account got no token within 30s "
-                       "(is the controller-manager running?)")
+        if not self.cluster.await_named(self.cluster.core.list_namespaced_service_account, "default",
+                                        lambda a: a and (a.secrets or self._tokens_by_request()), 30, namespace=self.namespace):
+            raise LabError(f"namespace {self.namespace}: its default service account got no token within 30s "
+                           "(is the controller-manager running?)")
 
     def _tokens_by_request(self) -> bool:
         """Since Kubernetes 1.24 tokens are requested by the kubelet, not stored: nothing to wait for."""
@@ -222,22 +217,24 @@ class KubernetesTarget(Target):
         return (int(major), int("".join(c for c in minor if c.isdigit()) or 0)) >= (1, 24)
 
     def _await_namespace_gone(self) -> None:
-        deadline = time.monotonic() + NAMESPACE_GONE_TIMEOUT
-        while True:
-            try:
-                ns = self.cluster.core.read_namespace(self.namespace)
-            except ApiException as err:
-                if err.status == 404:
-                    return
-                raise LabError(f"cannot read namespace {self.namespace}: {err.status} {err.reason}") from None
-            if time.monotonic() > deadline:
-                finalizers = (ns.spec.finalizers if ns.spec else None) or []
-                conditions = "; ".join(f"{c.type}: {c.message}" for c in (ns.status.conditions or []) if c.status == "True")
-                raise LabError(f"namespace {self.namespace} is stuck {ns.status.phase} (finalizers {finalizers}; {conditions or 'no conditions'}): "
-                               f"remove what blocks it (kubectl get all -n {self.namespace}) and run again")
-            if ns.status.phase != "Terminating":
+        last = []
+
+        def gone(ns) -> bool:
+            if ns is not None and ns.status.phase != "Terminating":
                 self.cluster.core.delete_namespace(self.namespace, grace_period_seconds=0)
-            time.sleep(0.25)
+            last[:] = [ns]
+            return ns is None
+
+        try:
+            if self.cluster.await_named(self.cluster.core.list_namespace, self.namespace, gone, NAMESPACE_GONE_TIMEOUT):
+                return
+        except ApiException as err:
+            raise LabError(f"cannot read namespace {self.namespace}: {err.status} {err.reason}") from None
+        ns = last[0]
+        finalizers = (ns.spec.finalizers if ns.spec else None) or []
+        conditions = "; ".join(f"{c.type}: {c.message}" for c in (ns.status.conditions or []) if c.status == "True")
+        raise LabError(f"namespace {self.namespace} is stuck {ns.status.phase} (finalizers {finalizers}; {conditions or 'no conditions'}): "
+                       f"remove what blocks it (kubectl get all -n {self.namespace}) and run again")
 
     def _create_host_pods(self, hosts: list[str], dns_ip: str | None) -> dict[str, str]:
         for host in hosts:
@@ -251,13 +248,13 @@ class KubernetesTarget(Target):
                   container: str | None = None) -> str:
         """The pod's address once it has one (and, with `running`, once its containers run, or
         `container` does). A pod that cannot start says why: its events and logs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pod = self.cluster.core.read_namespaced_pod(name, self.namespace)
-            except ApiException as err:
-                raise LabError(f"pod {name} is gone: {err.status} {err.reason}") from None
+        last = []
+
+        def started(pod) -> str | None:
+            if pod is None:
+                raise LabError(f"pod {name} is gone")
             status = pod.status or V1PodStatus()  # none yet: not scheduled
+            last[:] = [status]
             waiting = [s for s in (status.init_container_statuses or []) + (status.container_statuses or [])
                        if s.state and s.state.waiting and s.state.waiting.reason in BROKEN]
             if waiting:
@@ -268,13 +265,12 @@ class KubernetesTarget(Target):
             if ready and container:  # started: running, or already ended (its end is the caller's to tell)
                 ready = any(s.name == container and s.state and (s.state.running or s.state.terminated)
                             for s in status.container_statuses or [])
-            if ready:
-                return status.pod_ip
-            if time.monotonic() > deadline:
-                what = f"its container {container} did not start" if container else \
-                    f"not {'running' if running else 'given an address'}"
-                raise self._pod_failed(name, f"{what} within {timeout:.0f}s (phase {status.phase})")
-            time.sleep(0.1)
+            return status.pod_ip if ready else None
+
+        if address := self.cluster.await_named(self.cluster.core.list_namespaced_pod, name, started, timeout, namespace=self.namespace):
+            return address
+        what = f"its container {container} did not start" if container else f"not {'running' if running else 'given an address'}"
+        raise self._pod_failed(name, f"{what} within {timeout:.0f}s (phase {last[0].phase if last else 'unknown'})")
 
     def _pod_failed(self, name: str, why: str) -> LabError:
         try:
@@ -581,11 +577,10 @@ class HostProgram(LabProcess):
         if done.returncode != 0:
             raise LabError(f"squid would not reconfigure: {done.stderr[-300:]}")
         ports = sum(1 for line in text.splitlines() if line.startswith("http_port "))
-        deadline = time.monotonic() + timeout
-        while self.target.read_file(self.name, cache_log, before).count(b"Accepting HTTP Socket connections") < ports:
-            if time.monotonic() > deadline:
-                raise LabError(f"squid did not accept connections again within {timeout:.0f}s of reconfiguring")
-            time.sleep(0.05)
+        awaited = self.target.run_in(self.name, [*PODSIDE, "await-text", str(cache_log), str(before),
+                                                 "Accepting HTTP Socket connections", str(ports), str(timeout)], timeout=timeout + 10)
+        if awaited.returncode != 0:
+            raise LabError(f"squid did not accept connections again within {timeout:.0f}s of reconfiguring")
 
     def signal(self, sig: int) -> None:
         try:
@@ -655,7 +650,7 @@ class WitnessedHost:
         grace = WITNESS_HOLD + int((service.pod_spec or {}).get("terminationGracePeriodSeconds", 30) if service else 0)
         aliases = {f"{h}.lab": target.address(h) for h in HOSTS if h != "harness" and h not in witnessed_hosts()}
         pod, added = manifests.witnessed_pod(name, self.host, service, target.images, target.dirs, target.labels,
-                                             target.address("dns"), aliases, WITNESS_TCP, grace, target.project)
+                                             target.address("dns"), aliases, grace, target.project)
         target.additions += added
         if target.chart is not None and service is not None:
             target.chart.install_once()
@@ -690,17 +685,17 @@ class WitnessedHost:
             raise target._pod_failed(self.pod, f"delivering the lab's files failed: {err[-500:]}")
 
     def _await_gate(self) -> None:
-        deadline = time.monotonic() + POD_START_TIMEOUT
-        while True:
-            pod = self.target.cluster.core.read_namespaced_pod(self.pod, self.target.namespace)
+        def running(pod) -> bool:
+            if pod is None:
+                raise LabError(f"pod {self.pod} is gone")
             gate = next((s for s in (pod.status or V1PodStatus()).init_container_statuses or [] if s.name == GATE_CONTAINER), None)
-            if gate and gate.state and gate.state.running:
-                return
             if gate and gate.state and gate.state.waiting and gate.state.waiting.reason in BROKEN:
                 raise self.target._pod_failed(self.pod, f"{GATE_CONTAINER}: {gate.state.waiting.reason}: {gate.state.waiting.message}")
-            if time.monotonic() > deadline:
-                raise self.target._pod_failed(self.pod, f"its {GATE_CONTAINER} did not start within {POD_START_TIMEOUT:.0f}s")
-            time.sleep(0.05)
+            return bool(gate and gate.state and gate.state.running)
+
+        cluster = self.target.cluster
+        if not cluster.await_named(cluster.core.list_namespaced_pod, self.pod, running, POD_START_TIMEOUT, namespace=self.target.namespace):
+            raise self.target._pod_failed(self.pod, f"its {GATE_CONTAINER} did not start within {POD_START_TIMEOUT:.0f}s")
 
     def _retire(self) -> None:
         """The running pod goes (its service already stopped, or never there): everything its
@@ -749,7 +744,7 @@ class _PodLogs:
         threading.Thread(target=self._pump, args=(pod,), name=f"logs-{pod}-{self.container}", daemon=True).start()
 
     def _pump(self, pod: str) -> None:
-        core, ns = self.target.cluster.core, self.target.namespace
+        ns = self.target.namespace
         try:
             self._await_started(pod)
             response = self.target.cluster.streaming().read_namespaced_pod_log(pod, ns, container=self.container, follow=True,
@@ -775,26 +770,36 @@ class _PodLogs:
         finally:
             self.ended.set()
 
+    def _state(self, pod) -> object | None:
+        if pod is None:
+            raise LabError("the pod is gone")
+        mine = next((s for s in (pod.status or V1PodStatus()).container_statuses or [] if s.name == self.container), None)
+        return mine.state if mine else None
+
     def _await_started(self, pod: str) -> None:
-        while not self.stop.is_set():
-            status = self.target.cluster.core.read_namespaced_pod(pod, self.target.namespace).status
-            mine = next((s for s in status.container_statuses or [] if s.name == self.container), None)
-            if mine and mine.state and (mine.state.running or mine.state.terminated):
-                return
-            time.sleep(0.05)
+        """Until the container runs (or has already ended), or the harness stops it."""
+        def started(found) -> bool:
+            if self.stop.is_set():
+                return True
+            state = self._state(found)
+            return bool(state and (state.running or state.terminated))
+
+        cluster = self.target.cluster
+        # A container may wait longer than a pod's start (an image pull): awaited until stopped.
+        while not cluster.await_named(cluster.core.list_namespaced_pod, pod, started, POD_START_TIMEOUT, namespace=self.target.namespace):
+            pass
 
     def _exit_code(self, pod: str, timeout: float = 5) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                status = self.target.cluster.core.read_namespaced_pod(pod, self.target.namespace).status
-            except ApiException:
-                return -1
-            mine = next((s for s in status.container_statuses or [] if s.name == self.container), None)
-            if mine and mine.state and mine.state.terminated:
-                return mine.state.terminated.exit_code
-            time.sleep(0.05)
-        return -1
+        def code(found) -> str | None:  # a string: exit code 0 is an answer too
+            state = self._state(found)
+            return str(state.terminated.exit_code) if state and state.terminated else None
+
+        cluster = self.target.cluster
+        try:
+            found = cluster.await_named(cluster.core.list_namespaced_pod, pod, code, timeout, namespace=self.target.namespace)
+        except (ApiException, LabError):  # the pod is gone
+            return -1
+        return -1 if found is None else int(found)
 
 
 class WitnessProcess(LabProcess):
