@@ -161,11 +161,15 @@ class Lab:
         self.seed = yaml.safe_load((self.fixtures / "lab" / "seed.yaml").read_text())
         # Never the service's proxy settings; through the target's way to its hosts (on a cluster
         # whose pods this machine cannot route to, a relay); a lab host that does not answer in
-        # seconds has died or stalls. Idle connections are dropped before any server's keep-alive
-        # ends (the service's own may be uvicorn's or Node's 5 s, gunicorn's 2 s): reusing one the
-        # server is closing that instant fails with "disconnected without a response".
-        self.http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3),
-                               limits=httpx.Limits(keepalive_expiry=1.0))
+        # seconds has died or stalls. (The lab's hosts keep idle connections longer than httpx
+        # does: none is reused as its server closes it.)
+        self.http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        # The service under test gets a fresh connection for every request: its keep-alive is its
+        # own (gunicorn's 2 s, say), and one that closes a connection just after answering on it
+        # (uvicorn after an app error: Starlette's 500 goes out keep-alive) would make the next
+        # chat fail on the harness's reuse, not on anything the service did.
+        self.service_http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3),
+                                       limits=httpx.Limits(max_keepalive_connections=0))
         self.witnesses = WitnessReader(self.http, self.admin_url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
@@ -454,7 +458,7 @@ class Lab:
 
         def probe() -> str | None:
             try:
-                status = self.http.get(url, timeout=1).status_code
+                status = self.service_http.get(url, timeout=1).status_code
             except httpx.TransportError as err:
                 return type(err).__name__
             return None if status == ready.status else f"HTTP {status}"
@@ -555,6 +559,7 @@ class Lab:
             self.end_life()
         finally:
             self.http.close()
+            self.service_http.close()
             self.target.destroy()  # the lab's directories go with it
 
     def redaction_secrets(self) -> dict[str, str]:
@@ -628,7 +633,7 @@ class Lab:
             exchange = run_cli_chat(self.target, spec, values, self.service_env(self.service_overrides), user,
                                     self.dirs.outputs, self.dirs.service_logs / "service.log", self.service_sandbox(command))
         else:
-            exchange = send_chat(self.http, self.url(host), spec, values, user)
+            exchange = send_chat(self.service_http, self.url(host), spec, values, user)
         return exchange
 
     def _admin(self, method: str, host: str, path: str, **kw) -> httpx.Response:
