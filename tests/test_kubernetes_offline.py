@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -254,3 +255,26 @@ def test_kind_without_kind_exits_1_in_under_5_seconds_saying_what_to_install(tmp
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "needs the `kind` CLI" in proc.stdout + proc.stderr and "kind.sigs.k8s.io" in proc.stdout + proc.stderr
     assert seconds < 5, seconds
+
+
+def test_the_local_clusters_stop_awaits_its_processes_whatever_the_descriptor_numbers():
+    """A long test session holds descriptors past select()'s 1024: stopping the local cluster then
+    crashed at the session's end. Its processes are awaited through their pidfds all the same."""
+    from aislab.world.targets.kubernetes import local
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"this process's descriptor limit ({soft}) stays below select()'s 1024")
+    held = [os.dup(0) for _ in range(1100 - len(os.listdir("/proc/self/fd")))]
+    procs = [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    try:
+        started = time.monotonic()
+        local._stop_pids([p.pid for p in procs], grace=5)
+        assert all(p.wait(timeout=5) is not None for p in procs)
+        assert time.monotonic() - started < 4  # ended by SIGTERM, seen at once: no wait for the grace
+    finally:
+        for fd in held:
+            os.close(fd)
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -543,10 +543,15 @@ def _await_ended(pids: list[int], timeout: float) -> None:
             fds.append(os.pidfd_open(pid))
         except ProcessLookupError:
             pass
+    # poll, not select: in a long-lived process (a test session) descriptors pass select's 1024.
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
     try:
         while fds and (left := deadline - time.monotonic()) > 0:
-            for fd in select.select(fds, [], [], left)[0]:
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
                 fds.remove(fd)
                 os.close(fd)
     finally:
