@@ -66,9 +66,10 @@ test: setup $(VENV)/.browser-ready docker-engine local-cluster
 bench: setup docker-engine
 	$(PY) -m aislab.bench $(ARGS)
 
-# The harness's own reliability: the suite N times (ARGS="--runs 20 --target local --load"), flaky scenarios named.
+# The harness's own reliability: the suite N times (ARGS="--runs 20 --target local --load"), flaky scenarios
+# named; like conformance, the configuration family judges the sample values unless ARGS names a chart.
 soak: setup $(if $(findstring docker,$(ARGS)),docker-engine)
-	$(PY) -m aislab.soak $(ARGS)
+	$(PY) -m aislab.soak $(ARGS) $(if $(findstring --chart,$(ARGS)),,$(SAMPLE_CHART))
 
 clean:
 	rm -rf $(VENV) node_modules reports

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from aislab import PROJECT
 
 OUTCOMES = ("passed", "violated", "undetermined", "error", "not_applicable")
 BUSY = "while True: pass"
+WORKER = re.compile(r" \(worker \d+\)$")  # a whole-life scenario as each worker of a parallel run names it
 
 
 def background_load() -> list[subprocess.Popen]:
@@ -42,20 +44,33 @@ def one_run(index: int, target: str, extra: list[str]) -> tuple[dict, float, int
     return json.loads(report_file.read_text()), wall, proc.returncode
 
 
+def _one_outcome(outcomes: list[str]) -> str:
+    """A whole-life scenario's outcome over a parallel run's workers: the worst any worker saw.
+    Which worker met, say, a broken-proxy instance depends on the sharding, so one worker's
+    not_applicable beside another's pass is the run's pass, not a flake."""
+    worst = [o for o in outcomes if o not in ("passed", "not_applicable")]
+    return worst[0] if worst else "passed" if "passed" in outcomes else "not_applicable"
+
+
 def tally(reports: list[dict]) -> dict[str, dict]:
-    """Per scenario (a parallel run's whole-life scenarios once per worker), what each run said;
-    a scenario tagged with several claims is counted once per run."""
+    """Per scenario, what each run said (a parallel run's whole-life scenarios, one per worker,
+    taken together); a scenario tagged with several claims is counted once per run."""
     table: dict[str, dict] = {}
     for report in reports:
-        seen: set[str] = set()
+        seen: dict[str, tuple[str, dict]] = {}
+        per_worker: dict[str, list[dict]] = {}
         for claim in report.get("claims", []):
             for sc in claim["scenarios"]:
-                if sc["name"] in seen:
-                    continue
-                seen.add(sc["name"])
-                row = table.setdefault(sc["name"], {"claim": claim["id"], **dict.fromkeys(OUTCOMES, 0), "slowest_seconds": 0.0, "messages": []})
-                row[sc["outcome"]] += 1
-                row["slowest_seconds"] = max(row["slowest_seconds"], sc["seconds"])
+                if sc["name"] not in seen:
+                    seen[sc["name"]] = (claim["id"], sc)
+                    per_worker.setdefault(WORKER.sub("", sc["name"]), []).append(sc)
+        for name, scs in per_worker.items():
+            claim_id = seen[scs[0]["name"]][0]
+            outcome = _one_outcome([sc["outcome"] for sc in scs])
+            row = table.setdefault(name, {"claim": claim_id, **dict.fromkeys(OUTCOMES, 0), "slowest_seconds": 0.0, "messages": []})
+            row[outcome] += 1
+            row["slowest_seconds"] = max([row["slowest_seconds"], *(sc["seconds"] for sc in scs)])
+            for sc in scs:
                 if sc["outcome"] not in ("passed", "not_applicable") and sc["message"][:300] not in row["messages"]:
                     row["messages"].append(sc["message"][:300])
     for row in table.values():

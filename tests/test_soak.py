@@ -25,3 +25,16 @@ def test_a_scenario_is_flaky_when_its_outcome_changes_between_runs():
 def test_a_scenario_of_two_claims_counts_once_a_run():
     table = tally([report(("AIS-A", "shared", "passed", 1.0), ("AIS-B", "shared", "passed", 1.0))])
     assert table["shared"]["passed"] == 1
+
+
+def test_a_whole_life_scenario_is_judged_over_all_workers_of_a_run():
+    """Which worker meets a scenario's instances depends on the sharding: one worker's
+    not_applicable beside another's pass is a pass; a worker's undetermined is the run's."""
+    name = "whole life"
+    runs = [report(("AIS-P", f"{name} (worker 1)", "passed", 0.2), ("AIS-P", f"{name} (worker 2)", "not_applicable", 0.1)),
+            report(("AIS-P", f"{name} (worker 1)", "passed", 0.3), ("AIS-P", f"{name} (worker 2)", "passed", 0.4))]
+    table = tally(runs)
+    assert not table[name]["flaky"] and table[name]["passed"] == 2 and table[name]["slowest_seconds"] == 0.4
+    runs.append(report(("AIS-P", f"{name} (worker 1)", "undetermined", 0.2), ("AIS-P", f"{name} (worker 2)", "passed", 0.1)))
+    table = tally(runs)
+    assert table[name]["flaky"] and table[name]["undetermined"] == 1 and table[name]["messages"] == ["undetermined here"]
