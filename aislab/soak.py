@@ -57,15 +57,13 @@ def tally(reports: list[dict]) -> dict[str, dict]:
     taken together); a scenario tagged with several claims is counted once per run."""
     table: dict[str, dict] = {}
     for report in reports:
-        seen: dict[str, tuple[str, dict]] = {}
-        per_worker: dict[str, list[dict]] = {}
+        seen: set[str] = set()
+        per_worker: dict[str, tuple[str, list[dict]]] = {}  # scenario: its first claim, each worker's result
         for claim in report.get("claims", []):
-            for sc in claim["scenarios"]:
-                if sc["name"] not in seen:
-                    seen[sc["name"]] = (claim["id"], sc)
-                    per_worker.setdefault(WORKER.sub("", sc["name"]), []).append(sc)
-        for name, scs in per_worker.items():
-            claim_id = seen[scs[0]["name"]][0]
+            for sc in (sc for sc in claim["scenarios"] if sc["name"] not in seen):
+                seen.add(sc["name"])
+                per_worker.setdefault(WORKER.sub("", sc["name"]), (claim["id"], []))[1].append(sc)
+        for name, (claim_id, scs) in per_worker.items():
             outcome = _one_outcome([sc["outcome"] for sc in scs])
             row = table.setdefault(name, {"claim": claim_id, **dict.fromkeys(OUTCOMES, 0), "slowest_seconds": 0.0, "messages": []})
             row[outcome] += 1

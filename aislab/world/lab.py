@@ -3,6 +3,7 @@ with the harness's handles on it: tokens, chats, journals, resets."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -163,13 +164,13 @@ class Lab:
         # whose pods this machine cannot route to, a relay); a lab host that does not answer in
         # seconds has died or stalls. (The lab's hosts keep idle connections longer than httpx
         # does: none is reused as its server closes it.)
-        self.http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        client = functools.partial(ClientPool, self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3))
+        self.http = client()
         # The service under test gets a fresh connection for every request: its keep-alive is its
         # own (gunicorn's 2 s, say), and one that closes a connection just after answering on it
         # (uvicorn after an app error: Starlette's 500 goes out keep-alive) would make the next
         # chat fail on the harness's reuse, not on anything the service did.
-        self.service_http = ClientPool(self.target.http_transport, trust_env=False, timeout=httpx.Timeout(10, connect=3),
-                                       limits=httpx.Limits(max_keepalive_connections=0))
+        self.service_http = client(limits=httpx.Limits(max_keepalive_connections=0))
         self.witnesses = WitnessReader(self.http, self.admin_url, self.secret_of)
         self.dirs = self.target.dirs.create()
         self.state_dir = self.dirs.state
