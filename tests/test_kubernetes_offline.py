@@ -192,6 +192,40 @@ def test_a_killed_runs_namespace_is_removed_by_the_next_run_in_its_slot(tmp_path
             second.destroy()
 
 
+def test_teardown_deletes_the_namespace_first_then_every_pod_without_grace_even_one_gone_meanwhile(tmp_path, offline, monkeypatch):
+    """The service's pod, deleted with its grace as the service stops, can vanish just as the
+    teardown deletes it (a 404): every other pod is still deleted without grace (the namespace
+    controller would give a held witness minutes). The namespace goes first: a Deployment's pod
+    deleted while it is Active comes back."""
+    with KubeMock(tmp_path) as api:
+        target = acquire(api)
+        core, calls = target.cluster.core, []
+        delete_namespace, delete_pod = core.delete_namespace, core.delete_namespaced_pod
+
+        def recorded_namespace(name, **kw):
+            calls.append(("namespace", name, kw.get("grace_period_seconds")))
+            return delete_namespace(name, **kw)
+
+        def vanishing_pod(name, namespace, **kw):
+            calls.append(("pod", name, kw.get("grace_period_seconds")))
+            answer = delete_pod(name, namespace, **kw)
+            if sum(kind == "pod" for kind, *_ in calls) == 1:
+                raise client.ApiException(status=404, reason="Not Found")
+            return answer
+
+        try:
+            target.dirs.create()
+            target.create()
+            hosts = {p.metadata.name for p in core.list_namespaced_pod(target.namespace).items}
+            monkeypatch.setattr(core, "delete_namespace", recorded_namespace)
+            monkeypatch.setattr(core, "delete_namespaced_pod", vanishing_pod)
+        finally:
+            target.destroy()
+        assert calls[0] == ("namespace", target.namespace, 0), calls
+        assert {name for kind, name, grace in calls if kind == "pod" and grace == 0} == hosts
+        assert not core.list_namespaced_pod(target.namespace).items  # kmock would still list a deleted namespace's pods
+
+
 def test_permissions_are_asked_before_anything_is_created(tmp_path, offline):
     with KubeMock(tmp_path, allowed=False) as api:
         with pytest.raises(LabError, match=r"may not: create namespaces.*create pods/exec in aislab-"):

@@ -220,9 +220,9 @@ class KubernetesTarget(Target):
         last = []
 
         def gone(ns) -> bool:
-            if ns is not None and ns.status.phase != "Terminating":
-                self.cluster.core.delete_namespace(self.namespace, grace_period_seconds=0)
             last[:] = [ns]
+            if ns is not None:
+                self._delete_namespace(self.namespace)  # again at each change: a pod made as it began to end
             return ns is None
 
         try:
@@ -233,8 +233,12 @@ class KubernetesTarget(Target):
         ns = last[0]
         finalizers = (ns.spec.finalizers if ns.spec else None) or []
         conditions = "; ".join(f"{c.type}: {c.message}" for c in (ns.status.conditions or []) if c.status == "True")
-        raise LabError(f"namespace {self.namespace} is stuck {ns.status.phase} (finalizers {finalizers}; {conditions or 'no conditions'}): "
-                       f"remove what blocks it (kubectl get all -n {self.namespace}) and run again")
+        pods = _unless_gone(lambda: self.cluster.core.list_namespaced_pod(self.namespace).items,
+                            f"cannot list the pods of {self.namespace}", 404) or []
+        left = ", ".join(f"{p.metadata.name} ({p.status.phase if p.status else '?'}, deleted "
+                         f"{p.metadata.deletion_timestamp or 'not yet'})" for p in pods)
+        raise LabError(f"namespace {self.namespace} is stuck {ns.status.phase} (finalizers {finalizers}; {conditions or 'no conditions'}; "
+                       f"pods: {left or 'none'}): remove what blocks it (kubectl get all -n {self.namespace}) and run again")
 
     def _create_host_pods(self, hosts: list[str], dns_ip: str | None) -> dict[str, str]:
         for host in hosts:
@@ -463,21 +467,37 @@ class KubernetesTarget(Target):
         # Never a namespace without this lab's label, whatever the API's selector did.
         found = [ns for ns in listed if (ns.metadata.labels or {}).get(LABEL) == self.tag
                  and (ns.metadata.labels or {}).get(MACHINE_LABEL) == self.machine]
-        core = self.cluster.core
         for ns in found:
-            name = ns.metadata.name
-            try:  # pods first without grace: a held witness would keep its namespace for minutes
-                for pod in core.list_namespaced_pod(name).items:
-                    core.delete_namespaced_pod(pod.metadata.name, name, grace_period_seconds=0)
-                core.delete_namespace(name, grace_period_seconds=0)
-            except ApiException as err:
-                if err.status != 404:
-                    raise LabError(f"cannot delete namespace {name}: {err.status} {err.reason}") from None
+            self._delete_namespace(ns.metadata.name)
         if found:
             self._await_namespace_gone()
 
+    def _delete_namespace(self, name: str) -> None:
+        """The namespace first, then each of its pods without grace. Once it is Terminating no
+        controller can make a pod in it (a Deployment's pod deleted earlier comes back). Each pod
+        on its own: one gone meanwhile (the service's, deleted with its grace as it stopped) once
+        spared the rest, left to the namespace controller's graceful delete, and a held witness
+        kept the namespace past 90 s."""
+        core = self.cluster.core
+        # 404: gone already; 409: Terminating already (the API refuses a second delete)
+        _unless_gone(lambda: core.delete_namespace(name, grace_period_seconds=0), f"cannot delete namespace {name}", 404, 409)
+        pods = _unless_gone(lambda: core.list_namespaced_pod(name).items, f"cannot list the pods of {name}", 404) or []
+        for pod in pods:
+            _unless_gone(lambda: core.delete_namespaced_pod(pod.metadata.name, name, grace_period_seconds=0),
+                         f"cannot delete pod {name}/{pod.metadata.name}", 404)
+
     def follow(self, stop: threading.Event) -> None:
         self._followers.append(stop)
+
+
+def _unless_gone(call, failure: str, *expected: int):
+    """`call`'s answer; None where the API answers one of the `expected` statuses."""
+    try:
+        return call()
+    except ApiException as err:
+        if err.status not in expected:
+            raise LabError(f"{failure}: {err.status} {err.reason}") from None
+        return None
 
 
 def _routed(pod_ip: str) -> bool:
