@@ -46,7 +46,7 @@ class KubeMock:
 
     def __init__(self, tmp: Path, allowed: bool = True, kubelet: str = "runs"):
         self.tmp, self.allowed, self.kubelet_mode = tmp, allowed, kubelet
-        self._ready, self._stop = threading.Event(), threading.Event()
+        self._ready, self._stop, self._kubelet_stop = threading.Event(), threading.Event(), threading.Event()
         self.url = ""
 
     def __enter__(self) -> "KubeMock":
@@ -64,10 +64,13 @@ class KubeMock:
             "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
             "users": [{"name": "kmock", "user": {"token": "offline"}}],
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}]}))
-        threading.Thread(target=self._kubelet, daemon=True).start()
+        self._kubelet_thread = threading.Thread(target=self._kubelet, daemon=True)
+        self._kubelet_thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._kubelet_stop.set()  # the kubelet's pass ends before the API it talks to
+        self._kubelet_thread.join(10)
         self._stop.set()
         parsing.parse_path = _parse_path
         watch.Watch.stream = self._stream
@@ -129,7 +132,7 @@ class KubeMock:
         namespaces get their default service account."""
         addresses = ipaddress.ip_network("10.99.0.0/24").hosts()
         next(addresses)
-        while not self._stop.is_set():
+        while not self._kubelet_stop.is_set():
             for plural, ns, name in self.objects():
                 if plural == "namespaces":
                     self._controller(name)
@@ -151,5 +154,8 @@ class KubeMock:
                     status = {"phase": "Running", "podIP": str(next(addresses)),
                               "containerStatuses": [{"name": n, "ready": True, "restartCount": 0, "image": "x", "imageID": "",
                                                      "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}} for n in names]}
-                self.core.patch_namespaced_pod_status(name, ns, {"status": status})
+                try:
+                    self.core.patch_namespaced_pod_status(name, ns, {"status": status})
+                except client.ApiException:
+                    continue  # deleted since it was read
             time.sleep(0.05)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from aislab.world.layout import LABS
+from aislab.world.targets import LabError
 from tests.suite_runs import DRIVERS, validate_report
 from tests.test_gate import AISLAB, dispositions
 
@@ -70,6 +73,17 @@ def test_a_lab_program_that_dies_or_stalls_is_never_a_verdict_and_the_suite_goes
     for claim in report["claims"] if records else []:  # a recording host's loss: the whole life is not on record
         if any("whole" in s["name"] for s in claim["scenarios"]):
             assert claim["verdict"] != "satisfied", f"{claim['id']}: satisfied over a life the lab lost part of"
+
+
+def test_a_lab_host_that_does_not_answer_is_named_with_where_it_was_asked_and_why():
+    """Refused, unreachable or timed out tell a dead program from a lost address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(httpx.ConnectError) as caught:
+        httpx.get(f"http://127.0.0.1:{port}/_lab/records")
+    assert str(LabError.silent("witness", caught.value)) == (
+        f"the lab's witness at 127.0.0.1:{port} did not answer (ConnectError: [Errno 111] Connection refused): it died or stalls")
 
 
 def test_a_service_that_floods_its_log_and_fills_its_disk_fills_its_own_space(tmp_path):

@@ -641,7 +641,7 @@ class Lab:
         try:
             response = self.http.request(method, self.admin_url(host) + path, headers={ADMIN_HEADER: self.admin_secret}, **kw)
         except httpx.TransportError as err:
-            raise LabError(f"the lab's {host} did not answer ({type(err).__name__}): it died or stalls") from None
+            raise LabError.silent(host, err) from None
         if response.status_code != 200:
             raise LabError(f"lab admin {method} {host}{path} -> {response.status_code}: {response.text[:300]}")
         return response
@@ -700,7 +700,7 @@ class Lab:
         try:
             active = self.http.get(f"{self.proxy_url('squid')}/squid-internal-mgr/active_requests")
         except httpx.TransportError as err:
-            raise LabError(f"the lab's squid did not answer ({type(err).__name__}): it died or stalls") from None
+            raise LabError.silent("squid", err) from None
         out += [{**r, "instance": "squid"} for r in proxies.parse_squid_active(active.text)]
         return out
 

@@ -73,6 +73,16 @@ exit 0
 class LabError(RuntimeError):
     """The lab itself failed (never a verdict about the service)."""
 
+    @classmethod
+    def silent(cls, host: str, err: Exception) -> "LabError":
+        """A lab host that did not answer the harness, with where it was asked and the cause
+        (refused, unreachable, timed out): enough to tell a dead program from a lost address."""
+        try:
+            where = f" at {err.request.url.host}:{err.request.url.port}"  # an httpx error knows its request
+        except (AttributeError, RuntimeError):
+            where = ""
+        return cls(f"the lab's {host}{where} did not answer ({type(err).__name__}: {err}): it died or stalls")
+
 
 @dataclass(frozen=True)
 class Sandbox:

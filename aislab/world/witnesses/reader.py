@@ -46,7 +46,7 @@ class WitnessReader:
             response = self.http.get(f"{self.url_of(host)}/_lab/records", params={"since": since},
                                      headers={ADMIN_HEADER: self.secret_of(host)})
         except httpx.TransportError as err:
-            raise LabError(f"the lab's {host} did not answer ({type(err).__name__}): it died or stalls") from None
+            raise LabError.silent(host, err) from None
         if response.status_code != 200:
             raise LabError(f"reading the records of {host} failed: {response.status_code} {response.text[:300]}")
         return response.json()
