@@ -9,7 +9,7 @@ and the configuration family's time on the six good values files (fixtures/value
 render again without each key, schemas, checks). Writes everything to reports/bench.json.
 `--targets local` skips docker; `--no-cold` keeps the images (no cold build); `--no-parallel`
 skips the run with the default workers; `--certification` adds the certification profile with
-the default workers.
+the default workers, and each scenario only it runs (the scale scenarios) with its seconds.
 """
 
 from __future__ import annotations
@@ -116,7 +116,17 @@ def suite(target: str, extra: list[str], workers: int = 1, name: str | None = No
         "chat_round_trip_seconds": t.get("chat_wall"),
         "result": report["result"],
         "exit_code": proc.returncode,
+        SCENARIOS: {sc["nodeid"]: sc["seconds"] for c in report["claims"] for sc in c["scenarios"] if sc["outcome"] != "not_applicable"},
     }
+
+
+SCENARIOS = "_scenario_seconds"  # each scenario that ran, its seconds: for the profile comparison, never printed
+
+
+def profile_only(profile: dict[str, float], quick: dict[str, float]) -> dict[str, float]:
+    """The seconds of the scenarios a profile runs that the quick run does not run (there they
+    are not applicable: the certification profile's scale scenarios, 50 users x 10 chats)."""
+    return {nodeid: seconds for nodeid, seconds in profile.items() if nodeid not in quick}
 
 
 def main(argv: list[str]) -> int:
@@ -143,11 +153,18 @@ def main(argv: list[str]) -> int:
     if args.certification:
         runs.append("certification-parallel")
         numbers["certification-parallel"] = suite("local", [*extra, "--profile", "certification"], default_workers, "certification")
+    seconds = {run: numbers[run].pop(SCENARIOS) for run in runs}
+    if args.certification and "local" in runs:
+        only = profile_only(seconds["certification-parallel"], seconds["local"])
+        numbers["certification-parallel"]["certification_only_seconds"] = round(sum(only.values()), 2)
+        numbers["certification_only_scenarios"] = only
     targets = runs
     (PROJECT / "reports").mkdir(exist_ok=True)
     (PROJECT / "reports" / "bench.json").write_text(json.dumps(numbers, indent=2) + "\n")
     if "docker_images" in numbers:
         print("docker images:", {k: v for k, v in numbers["docker_images"].items() if k != "images"})
+    for nodeid, took in numbers.get("certification_only_scenarios", {}).items():
+        print(f"certification only: {nodeid.split('::')[-1]}: {took} s")
     c = numbers["configuration"]
     print(f"configuration family: {c['seconds']} s for {c['values_files']} values files {c['per_file']}")
     keys = list(dict.fromkeys(k for t in targets for k in numbers[t]))
