@@ -75,6 +75,9 @@ def floor(timings: dict) -> float:
     return sum(timings.get(k, 0.0) for k in ("service_starts_total", "chat_wall", "idle_total"))
 
 
+SCENARIOS = "_scenario_seconds"  # each scenario that ran, its seconds: for the profile comparison, never printed
+
+
 def suite(target: str, extra: list[str], workers: int = 1, name: str | None = None) -> dict:
     report_dir = PROJECT / "reports" / f"bench-{name or target}"
     started = time.monotonic()
@@ -118,9 +121,6 @@ def suite(target: str, extra: list[str], workers: int = 1, name: str | None = No
         "exit_code": proc.returncode,
         SCENARIOS: {sc["nodeid"]: sc["seconds"] for c in report["claims"] for sc in c["scenarios"] if sc["outcome"] != "not_applicable"},
     }
-
-
-SCENARIOS = "_scenario_seconds"  # each scenario that ran, its seconds: for the profile comparison, never printed
 
 
 def profile_only(profile: dict[str, float], quick: dict[str, float]) -> dict[str, float]:
