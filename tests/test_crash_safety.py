@@ -17,7 +17,7 @@ import pytest
 
 from aislab.world.layout import LABS
 from aislab.world.targets.docker import firewall
-from aislab.world.targets.docker.target import LABEL
+from aislab.world.targets.docker.target import LABEL, labelled
 from tests.test_gate import AISLAB, dispositions
 
 CLAIMS = "AIS-AUTH-01,AIS-RO-01,AIS-AUTH-03"
@@ -35,7 +35,7 @@ def leftovers() -> dict[str, set[str]]:
                                              text=True).stdout.split())}
     try:
         client = docker.from_env()
-        found["containers"] = {c.name for c in client.containers.list(all=True, filters={"label": LABEL})}
+        found["containers"] = {c.attrs["Names"][0].lstrip("/") for c in labelled(client, LABEL)}
         found["networks"] = {n.name for n in client.networks.list(filters={"label": LABEL})}
     except docker.errors.DockerException:
         pass

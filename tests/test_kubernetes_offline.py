@@ -312,3 +312,27 @@ def test_the_local_clusters_stop_awaits_its_processes_whatever_the_descriptor_nu
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_the_gate_awaits_the_end_of_the_deliver_exec_not_only_its_marker(tmp_path, monkeypatch):
+    """A CI failure: the gate saw the lab's files delivered and ended its init container while
+    the deliver exec, its work done, was still exiting; the runtime killed it and the harness
+    read a failed delivery (no error text). The gate now waits for that process to end."""
+    from aislab.world.targets.kubernetes import podside
+
+    monkeypatch.setattr(podside, "POD", tmp_path)
+    deliverer = subprocess.Popen(  # the real deliver, then lingering as if still exiting
+        [sys.executable, "-c", "import sys, pathlib; from aislab.world.targets.kubernetes import podside as p; "
+         "p.POD = pathlib.Path(sys.argv[1]); p.deliver(); sys.stdout.flush(); sys.stdin.readline()", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+    try:
+        deliverer.stdin.write('{"plumbing": {"allowed": []}, "witness": {}}\n')
+        deliverer.stdin.flush()
+        assert deliverer.stdout.readline() == "delivered\n"
+        assert not podside.await_delivery(0.3), "the gate went on while the deliver exec was still running"
+        deliverer.stdin.close()
+        assert podside.await_delivery(30)
+        assert deliverer.poll() == 0
+    finally:
+        deliverer.kill()
+        deliverer.wait()

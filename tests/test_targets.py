@@ -54,7 +54,7 @@ def leftovers(name: str, slot: int) -> list[str]:
         return [n.metadata.name for n in Cluster(Access()).core.list_namespace(label_selector=f"{LABEL}={tag}").items]
     client = docker.from_env()
     label = f"{docker_target.LABEL}=aislab-d{slot}"
-    return ([c.name for c in client.containers.list(all=True, filters={"label": label})]
+    return ([c.attrs["Names"][0].lstrip("/") for c in docker_target.labelled(client, label)]
             + [n.name for n in client.networks.list(filters={"label": label})]
             + sorted(firewall.tags(f"aislab-d{slot}")))
 
@@ -200,6 +200,34 @@ def test_no_docker_engine_gives_a_clear_message(monkeypatch):
     monkeypatch.setattr(docker_target.docker, "from_env", unreachable)
     with pytest.raises(LabError, match=r"running Docker engine.*make docker-engine"):
         docker_target.preflight()
+
+
+def test_a_container_gone_while_another_lab_looks_for_leftovers_is_no_error(monkeypatch):
+    """A CI failure: a docker lab starting beside others listed the labelled containers while
+    another lab's probe container went; docker-py's full listing inspects each one it listed and
+    raised 404 on that one, and the starting lab failed. The engine's answer is replayed through
+    docker-py's own collection: listed, then gone on inspect."""
+    from docker.models.containers import ContainerCollection
+
+    class Engine:
+        def containers(self, **_query):
+            return [{"Id": "c1", "Names": ["/aislab-d3-dns"], "Labels": {docker_target.LABEL: "aislab-d3"}},
+                    {"Id": "c2", "Names": ["/aislab-d5-probe"], "Labels": {docker_target.LABEL: "aislab-d5"}}]
+
+        def inspect_container(self, container_id):
+            raise docker.errors.NotFound(f"No such container: {container_id}")
+
+        def networks(self, **_query):
+            return []
+
+    class Client:
+        api = Engine()
+
+    client = Client()
+    client.containers = ContainerCollection(client=client)
+    client.networks = docker.models.networks.NetworkCollection(client=client)
+    monkeypatch.setattr(docker_target.firewall, "tags", lambda prefix: [])
+    assert docker_target.leftover_slots(client) == {3, 5}
 
 
 def test_an_image_driver_does_not_run_on_the_local_target(tmp_path):

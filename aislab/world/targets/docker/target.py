@@ -55,10 +55,17 @@ def preflight() -> docker.DockerClient:
 
 def leftover_slots(client: docker.DockerClient) -> set[int]:
     """Slots of which labelled containers, networks or firewall rules are still there."""
-    tags = [c.labels.get(LABEL, "") for c in client.containers.list(all=True, filters={"label": LABEL})]
+    tags = [(c.attrs.get("Labels") or {}).get(LABEL, "") for c in labelled(client, LABEL)]
     tags += [n.attrs.get("Labels", {}).get(LABEL, "") for n in client.networks.list(filters={"label": LABEL})]
     tags += firewall.tags("aislab-d")
     return {int(t.removeprefix("aislab-d")) for t in tags if t.removeprefix("aislab-d").isdigit()}
+
+
+def labelled(client: docker.DockerClient, label: str) -> list:
+    """The containers with `label`, as the list call saw them (id, labels), without inspecting
+    each: other labs' short-lived containers (a probe, a program that ended) go while we look,
+    and docker-py's full listing fails on the first that went (404 on its inspect)."""
+    return client.containers.list(all=True, filters={"label": label}, sparse=True)
 
 
 class ContainerProcess(LabProcess):
@@ -265,7 +272,7 @@ class DockerTarget(Target):
             except docker.errors.NotFound:
                 pass
 
-        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.tag}"})
+        containers = labelled(self.client, f"{LABEL}={self.tag}")
         if containers:
             with ThreadPoolExecutor(len(containers)) as pool:
                 list(pool.map(remove, containers))

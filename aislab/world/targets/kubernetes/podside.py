@@ -11,8 +11,8 @@ exec protocol of older clusters cannot close stdin), answers come back on stdout
     exec                 run a command to completion (a probe), killed with everything it
                          started at its timeout
     read PATH OFFSET     a file of the pod from OFFSET on (base64)
-    gate                 init container of a witnessed pod: wait for the lab's files, unpack them,
-                         apply the egress witness's plumbing
+    gate                 init container of a witnessed pod: wait until the lab's files are
+                         delivered (and the deliver exec has ended), apply the egress witness's plumbing
     witness              the witness sidecar: start the witness on this pod's own address
     hosts                write the lab's host names into the pod's /etc/hosts
     await-witness        postStart of the witness: return once it listens (the service starts after)
@@ -42,7 +42,7 @@ POD = Path("/aislab-pod")  # the pod's own bookkeeping (an emptyDir shared by it
 PROGRAMS = POD / "programs"
 WITNESS_READY = POD / "witness-ready"
 END = "\n"
-IN_MODIFY, IN_CREATE = 0x2, 0x100  # <sys/inotify.h>
+IN_MODIFY, IN_MOVED_TO, IN_CREATE = 0x2, 0x80, 0x100  # <sys/inotify.h>
 
 
 def _read_request() -> dict:
@@ -149,11 +149,11 @@ def run() -> int:
 
 
 def _changes(directory: Path) -> int:
-    """An inotify descriptor that becomes readable when a file in `directory` is created or
-    written (the standard library has no inotify; libc's three calls are all it takes)."""
+    """An inotify descriptor that becomes readable when a file in `directory` is created,
+    written or renamed into it (the standard library has no inotify; libc's three calls are all it takes)."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(os.O_CLOEXEC)
-    if fd < 0 or libc.inotify_add_watch(fd, str(directory).encode(), IN_CREATE | IN_MODIFY) < 0:
+    if fd < 0 or libc.inotify_add_watch(fd, str(directory).encode(), IN_CREATE | IN_MODIFY | IN_MOVED_TO) < 0:
         raise OSError(ctypes.get_errno(), f"inotify on {directory}")
     return fd
 
@@ -266,7 +266,7 @@ def read(path: str, offset: int) -> int:
 def gate() -> int:
     """Wait for the harness to deliver the lab's files (it does so once the pod has its address),
     then give the pod the egress witness's plumbing; the witness and the service start after."""
-    if not _await((POD / "delivered").exists, POD, float(os.environ.get("AISLAB_GATE_TIMEOUT", "300"))):
+    if not await_delivery(float(os.environ.get("AISLAB_GATE_TIMEOUT", "300"))):
         print("the harness never delivered the lab's files", file=sys.stderr)
         return 1
     plumbing = json.loads((POD / "plumbing.json").read_text())
@@ -277,6 +277,24 @@ def gate() -> int:
     return 0
 
 
+def await_delivery(timeout: float) -> bool:
+    """Until the harness's deliver has written everything and ended. The gate's exit ends its
+    container, and with it an exec still running there: a deliver that had done its work but
+    not yet exited came back to the harness killed (a CI failure), so its end is awaited too."""
+    deadline = time.monotonic() + timeout
+    marker = POD / "delivered"
+    if not _await(marker.exists, POD, timeout):
+        return False
+    try:
+        ended = os.pidfd_open(int(marker.read_text()))
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([ended], [], [], max(0.0, deadline - time.monotonic()))[0])
+    finally:
+        os.close(ended)
+
+
 def deliver() -> int:
     """The harness's half of the gate: the files, the plumbing and the witness to run."""
     req = _read_request()
@@ -285,7 +303,9 @@ def deliver() -> int:
     POD.mkdir(exist_ok=True)
     (POD / "plumbing.json").write_text(json.dumps(req["plumbing"]))
     (POD / "witness.json").write_text(json.dumps(req["witness"]))
-    (POD / "delivered").touch()
+    # Its pid, for the gate to await its end; renamed into place, so it is never read half written.
+    (POD / "delivered.part").write_text(str(os.getpid()))
+    os.replace(POD / "delivered.part", POD / "delivered")
     print("delivered")
     return 0
 
