@@ -100,3 +100,39 @@ def test_a_service_that_floods_its_log_and_fills_its_disk_fills_its_own_space(tm
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "r" / "service.log").stat().st_size <= 4_100_000  # the report keeps the end of its log
     assert free_before - os.statvfs(LABS).f_bavail * os.statvfs(LABS).f_frsize < 100_000_000, "the service filled the machine's disk"
+
+
+def test_a_lab_program_whose_restart_failed_is_started_again_at_the_next_heal():
+    """Seen under a profiler that stops every process now and then: a stalled program's restart
+    failed (not ready in time), and the next scenario's heal removed the old process a second
+    time (`list.remove(x): x not in list`, a bare harness error). It now tries the start again."""
+    from aislab.world.lab import Lab, LabProgram
+
+    class Gone:
+        def alive(self):
+            return False
+
+        def wait(self, timeout):
+            return -9
+
+        def signal(self, sig):
+            pass
+
+    starts = []
+
+    def starter():
+        starts.append(len(starts))
+        if len(starts) == 1:
+            raise LabError("the lab's dns did not say it was ready")
+        return Gone()
+
+    lab = object.__new__(Lab)  # only what heal() touches: the programs, the processes, the records
+    old = Gone()
+    lab.programs = {"dns": LabProgram("dns", starter, old)}
+    lab.target = type("Target", (), {"processes": [old]})()
+    lab.witnesses = type("Reader", (), {"forget": lambda self, name: None})()
+    lab.losses, lab.warnings = [], []
+    with pytest.raises(LabError, match="did not say it was ready"):
+        lab.heal()
+    assert lab.programs["dns"].process is None and lab.target.processes == []
+    assert lab.heal() == [lab.warnings[-1]] and len(starts) == 2

@@ -492,9 +492,11 @@ class Lab:
             why = program.trouble()
             if why is None:
                 continue
-            program.process.signal(signal.SIGKILL)
-            program.process.wait(10)
-            self.target.processes.remove(program.process)
+            if program.process is not None:
+                program.process.signal(signal.SIGKILL)
+                program.process.wait(10)
+                self.target.processes.remove(program.process)
+                program.process = None  # a start that fails leaves it dead, not the old one again
             program.start()
             self.witnesses.forget(program.name)
             healed.append(f"the lab's {program.name} {why} at {time.strftime('%H:%M:%S')} and was started afresh")
