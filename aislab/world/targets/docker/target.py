@@ -68,6 +68,34 @@ def labelled(client: docker.DockerClient, label: str) -> list:
     return client.containers.list(all=True, filters={"label": label}, sparse=True)
 
 
+def release_endpoints(network) -> None:
+    """Disconnect the network's containers one at a time. The engine counts a network's
+    endpoints with a read-modify-write that loses updates made side by side: containers removed
+    in parallel left a network it counted endpoints on with none there, which it then refused to
+    remove until restarted (a CI failure; moby/moby#42119)."""
+    network.reload()  # a listing leaves the containers out
+    for container_id in network.attrs.get("Containers") or {}:
+        try:
+            network.disconnect(container_id, force=True)
+        except docker.errors.NotFound:  # gone meanwhile
+            pass
+
+
+def remove_network(network) -> None:
+    try:
+        network.remove()
+    except docker.errors.APIError as err:
+        if "active endpoints" not in str(err.explanation):
+            raise
+        network.reload()
+        left = sorted(ep.get("Name", cid) for cid, ep in (network.attrs.get("Containers") or {}).items())
+        if left:
+            raise LabError(f"cannot remove the lab network {network.name}: still attached: {', '.join(left)}") from None
+        raise LabError(f"the Docker engine counts endpoints on the lab network {network.name} though none is left "
+                       f"(its count drifted, moby/moby#42119); only an engine restart clears it: stop dockerd, "
+                       f"then make docker-engine") from None
+
+
 class ContainerProcess(LabProcess):
     """A program run as a container. A thread copies its output to the log file as it comes,
     notices the READY line, and once the container exits records its code and removes it."""
@@ -272,10 +300,13 @@ class DockerTarget(Target):
             except docker.errors.NotFound:
                 pass
 
+        networks = self.client.networks.list(filters={"label": f"{LABEL}={self.tag}"})
+        for network in networks:
+            release_endpoints(network)
         containers = labelled(self.client, f"{LABEL}={self.tag}")
         if containers:
             with ThreadPoolExecutor(len(containers)) as pool:
                 list(pool.map(remove, containers))
-        for network in self.client.networks.list(filters={"label": f"{LABEL}={self.tag}"}):
-            network.remove()
+        for network in networks:
+            remove_network(network)
         firewall.remove(self.tag)
