@@ -16,7 +16,10 @@ if ! command -v dockerd >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
 fi
 echo "docker-engine: starting dockerd (log: $LOG)"
-setsid dockerd >"$LOG" 2>&1 < /dev/null &
+# Appended, not overwritten: what an engine said before it was restarted (a miscounted network,
+# say) is evidence for a failure seen later.
+echo "=== dockerd started $(date -u +%FT%TZ) ===" >>"$LOG"
+setsid dockerd >>"$LOG" 2>&1 < /dev/null &
 pid=$!
 for _ in $(seq 1 300); do  # up to 30 s; it is usually ready in under one
   docker info >/dev/null 2>&1 && exit 0
