@@ -3,8 +3,8 @@ against the reference, measured in the same run: on each target with one worker,
 local target with the default workers too.
 
 Prints, per run, lab set-up seconds, scenario count, suite wall seconds, the run's FLOOR (what
-cannot be avoided: the service's start-ups, the chats' round trips and the idle windows, each as
-the service or the profile spends them) and wall / floor, the service's own share (CPU seconds),
+cannot be avoided: the service's start-ups and graceful stops, the chats' round trips and the idle
+windows, each as the service or the profile spends them) and wall / floor, the service's own share (CPU seconds),
 and the configuration family's time on the six good values files (fixtures/values/good: render,
 render again without each key, schemas, checks). Writes everything to reports/bench.json.
 `--targets local` skips docker; `--no-cold` keeps the images (no cold build); `--no-parallel`
@@ -71,8 +71,8 @@ def configuration(files: list) -> dict:
 
 
 def floor(timings: dict) -> float:
-    """What a run cannot do without: the service's start-ups, the chats' round trips, the idle windows."""
-    return sum(timings.get(k, 0.0) for k in ("service_starts_total", "chat_wall", "idle_total"))
+    """What a run cannot do without: the service's start-ups and stops, the chats' round trips, the idle windows."""
+    return sum(timings.get(k, 0.0) for k in ("service_starts_total", "service_stops_total", "chat_wall", "idle_total"))
 
 
 SCENARIOS = "_scenario_seconds"  # each scenario that ran, its seconds: for the profile comparison, never printed
@@ -116,6 +116,7 @@ def suite(target: str, extra: list[str], workers: int = 1, name: str | None = No
         "service_start_seconds": t.get("service_start"),
         "service_cpu_seconds": round(t.get("service_cpu", 0), 2),
         "service_restarts": t.get("service_restarts", 0),
+        "service_stops_seconds": round(t.get("service_stops_total", 0), 2),
         "chat_round_trip_seconds": t.get("chat_wall"),
         "result": report["result"],
         "exit_code": proc.returncode,

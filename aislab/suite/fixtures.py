@@ -116,7 +116,8 @@ def evidence(request, aislab_session, exercise_scope):
         if mine:  # did the service answer any chat of this scenario?
             aislab_session.unanswered = 0 if any(c.status for c in mine) else aislab_session.unanswered + 1
     slug = evidence_slug(request.node.nodeid)
-    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", aislab_session.redactor())
+    sink = EvidenceSink(aislab_session.report_dir, f"evidence/{slug}", aislab_session.redactor(), aislab_session.evidence,
+                        request.node.nodeid)
     readers = {}
     if lab is not None:
         readers = {"controlplane-journal": lab.cp_journal, "llm-requests": lab.llm_requests, "audit-log": lab.audit_log,

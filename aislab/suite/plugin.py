@@ -20,6 +20,7 @@ from aislab.driver import DriverError, load_driver
 from aislab.judging.verdict import NOT_APPLICABLE, Undetermined, Violation
 from aislab.report.bundle import BusyError, claim_directory
 from aislab.report.conformance import ScenarioResult, load_claims
+from aislab.report.evidence import EvidenceWriter
 from aislab.report.waivers import WaiverError, load_waivers
 from aislab.suite import sharding
 from aislab.suite.drilldown import DrillDown, label_marks, short_trace
@@ -89,6 +90,7 @@ class Session:
         self.interrupted: str | None = None  # why the run stopped before judging all of them
         self.unanswered = 0  # scenarios in a row in which the service answered no chat
         self.redactor = SessionRedactor(self)
+        self.evidence = EvidenceWriter()  # scenarios' evidence, redacted and written beside the run
         self.waivers, self.warnings = {}, []
         if config.getoption("--waivers"):
             active, self.warnings = load_waivers(Path(config.getoption("--waivers")), set(self.claims))
@@ -237,7 +239,7 @@ def pytest_collection_finish(session):
         # (The certification profile's scale scenarios judge one crowd's chats: one worker.)
         mine = sharding.plan(s.selected, shard[1], lambda i: service_setup(i) if is_network(s, i) else
                              "certification" if i.get_closest_marker("certification") else i.nodeid, is_lifetime,
-                             lambda i: is_network(s, i))[shard[0] - 1]
+                             lambda i: is_network(s, i), session.config.getoption("--profile"))[shard[0] - 1]
         session.config.hook.pytest_deselected(items=[item for item in s.selected if item not in mine])
         session.items[:] = s.selected = mine
         if not mine:

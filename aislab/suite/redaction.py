@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
+import pytest
 from allure_commons import hookimpl
 from allure_commons.logger import AllureFileLogger
 from attr import asdict
 
-from aislab.report.evidence import Redactor
+from aislab.report.evidence import Pending, Redactor
 
 
 class SessionRedactor:
@@ -45,6 +47,38 @@ class SessionRedactor:
         return self._redactor
 
 
+SHOWN = 400  # characters of a step's parameter in the drill-down
+TOKEN_TAIL = re.compile(r"[A-Za-z0-9_.~%+/=-]+$")
+
+
+class _Shown:
+    """A parameter as Allure shows it (it writes an object's repr)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@pytest.hookimpl
+def _step_parameters_in_brief(self, request, feature, scenario, step, step_func, step_func_args):
+    """A step's parameters in the drill-down, each cut to SHOWN characters: Allure writes the repr
+    of every fixture a step takes, and a whole-life judgement's (every witness record, 8 MB) was
+    written, and redacted, with each of its results. The evidence attachments hold it all."""
+    from allure_commons.utils import represent
+    from allure_pytest_bdd.steps import process_gherkin_step_args
+
+    def brief(name, value):
+        shown = "" if name in ("docstring", "datatable") else represent(value)
+        if len(shown) <= SHOWN:
+            return value
+        # Cut where no secret can be cut in two: a token's head alone would pass the redactor.
+        return _Shown(f"{TOKEN_TAIL.sub('', shown[:SHOWN])}... ({len(shown)} characters: see the evidence)")
+
+    process_gherkin_step_args(self.lifecycle, request.node, step, step_func, {k: brief(k, v) for k, v in step_func_args.items()})
+
+
 class RedactingFileLogger(AllureFileLogger):
     """Allure's own file writer, redacting every result and attachment before it reaches disk."""
 
@@ -57,8 +91,10 @@ class RedactingFileLogger(AllureFileLogger):
         """Make allure-pytest-bdd write through this logger (it builds its logger in its own
         pytest_configure, which runs after this plugin's)."""
         import allure_pytest_bdd.plugin
+        from allure_pytest_bdd.pytest_bdd_listener import PytestBDDListener
 
         allure_pytest_bdd.plugin.AllureFileLogger = lambda report_dir, clean=False: cls(report_dir, redactor, clean)
+        PytestBDDListener.pytest_bdd_before_step_call = _step_parameters_in_brief
 
     def _write(self, name: str, data: bytes) -> None:
         tmp = self._report_dir / f"{name}.tmp"
@@ -75,6 +111,9 @@ class RedactingFileLogger(AllureFileLogger):
 
     @hookimpl
     def report_attached_data(self, body, file_name):
+        if isinstance(body, Pending):  # evidence, redacted by the evidence writer: the copy follows it there
+            body.then(lambda data: self._write(file_name, data))
+            return
         data = body.encode() if isinstance(body, str) else body
         try:
             data = self.redactor().text(data.decode()).encode()

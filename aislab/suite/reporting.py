@@ -33,6 +33,11 @@ def pytest_sessionfinish(session, exitstatus):
     s = session.config.stash.get(SESSION, None)
     if s is None or not s.selected:
         return
+    # Everything the scenarios attached is written before the report names it with its hash.
+    for nodeid, error in s.evidence.drain().items():
+        if (result := s.results.get(nodeid)) is not None:
+            result.outcome, result.message = "error", f"its evidence could not be written: {error}"
+            result.evidence = [e for e in result.evidence if e["sha256"]]
     ran = set(s.results)
     if s.interrupted is None and any(item.nodeid not in ran for item in s.selected):
         s.interrupted = session.shouldstop or session.shouldfail or "stopped before every selected scenario ran"
@@ -63,7 +68,7 @@ def pytest_sessionfinish(session, exitstatus):
     write_report(s.report_dir / "conformance-report.json", report, redactor)
     session.exitstatus = report["exitCode"]
     if not session.config.getoption("--shard"):  # a parallel run's parent remembers for all its workers
-        sharding.remember(s.results)
+        sharding.remember(s.results, session.config.getoption("--profile"))
 
 
 @pytest.hookimpl(trylast=True)

@@ -3,7 +3,8 @@ same selection (`--shard I/N`), so that no one has to hand out a plan.
 
 Scenarios that configure the service alike stay together (a worker restarts its service no more
 than it must); groups go to the least loaded worker, the longest first (expected seconds from the
-last run, where there is one). Each worker has a lab of its own, so nothing one does can be seen
+last run of the same profile, where there is one: a certification run's idle windows are 30 s where
+the quick profile's are 1 s). Each worker has a lab of its own, so nothing one does can be seen
 by another's witnesses: a concurrency barrier or an idle window needs no more than that. A
 whole-life scenario judges the life of a lab: every worker runs it, over its own lab.
 """
@@ -18,7 +19,7 @@ import pytest
 
 from aislab import PROJECT
 
-# Where each run leaves what its scenarios took, for the next run's plan.
+# Where each run leaves what its scenarios took, per profile, for the next run's plan.
 DURATIONS = PROJECT / ".cache" / "scenario-seconds.json"
 # Expected seconds where there is no history: a network scenario restarts the service.
 DEFAULT_SECONDS = {"network": 1.3, "other": 0.35}
@@ -33,17 +34,23 @@ def parse(value: str | None) -> tuple[int, int] | None:
     return int(found[1]), int(found[2])
 
 
-def expected_seconds() -> dict[str, float]:
+def _known(path: Path | None = None) -> dict[str, dict[str, float]]:
     try:
-        return json.loads(DURATIONS.read_text())
+        known = json.loads((path or DURATIONS).read_text())
     except (OSError, ValueError):
         return {}
+    # Seconds by profile, then node id (an older file, one flat table of all profiles, is no guide).
+    return {k: v for k, v in known.items() if isinstance(v, dict)} if isinstance(known, dict) else {}
 
 
-def plan(items: list, workers: int, group_of, is_everyones, is_network) -> list[list]:
+def expected_seconds(profile: str) -> dict[str, float]:
+    return _known().get(profile, {})
+
+
+def plan(items: list, workers: int, group_of, is_everyones, is_network, profile: str) -> list[list]:
     """The items of each worker, in the order given. `group_of(item)`: items with equal groups go
     to one worker; `is_everyones(item)`: every worker runs it."""
-    seconds = expected_seconds()
+    seconds = expected_seconds(profile)
     groups: dict[str, list] = {}
     for item in items:
         if not is_everyones(item):
@@ -57,13 +64,14 @@ def plan(items: list, workers: int, group_of, is_everyones, is_network) -> list[
     return [[i for i in items if is_everyones(i) or assigned[group_of(i)] == w] for w in range(workers)]
 
 
-def remember(results: dict) -> None:
+def remember(results: dict, profile: str) -> None:
     """What this run's scenarios took (ScenarioResults by node id), for the next run's plan."""
-    remember_seconds({nodeid: r.seconds for nodeid, r in results.items() if r.outcome != "not_applicable"})
+    remember_seconds({nodeid: r.seconds for nodeid, r in results.items() if r.outcome != "not_applicable"}, profile)
 
 
-def remember_seconds(seconds: dict[str, float], path: Path = DURATIONS) -> None:
-    known = expected_seconds()
-    known.update({nodeid: round(value, 3) for nodeid, value in seconds.items()})
+def remember_seconds(seconds: dict[str, float], profile: str, path: Path | None = None) -> None:
+    path = path or DURATIONS
+    known = _known(path)
+    known.setdefault(profile, {}).update({nodeid: round(value, 3) for nodeid, value in seconds.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")

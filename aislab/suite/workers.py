@@ -75,7 +75,8 @@ def _run(pytest_args: list[str], report_dir: Path, workers: int) -> int:
     write(report, report_dir)
     merge_junit([d / "junit.xml" for d in dirs], report_dir / "junit.xml")
     write_bundle(report_dir, report, Redactor())  # each worker redacted what it wrote with its lab's secrets
-    remember_seconds({sc["nodeid"]: sc["seconds"] for c in report["claims"] for sc in c["scenarios"] if sc["outcome"] != "not_applicable"})
+    remember_seconds({sc["nodeid"]: sc["seconds"] for c in report["claims"] for sc in c["scenarios"] if sc["outcome"] != "not_applicable"},
+                     report["profile"])
     summary(report)
     return report["exitCode"]
 

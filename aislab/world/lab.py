@@ -526,7 +526,11 @@ class Lab:
         """Stop the running instance gracefully (its shutdown is part of its life) and wait
         until the witnesses have recorded everything it did."""
         if self.service is not None:
+            t0 = time.monotonic()
             self.stop_process(self.service)
+            # The floor of a run (aislab.bench): every stop as the service spends it (its graceful
+            # shutdown, which a restart cannot skip: the next instance needs its port).
+            self.timings["service_stops_total"] = self.timings.get("service_stops_total", 0.0) + time.monotonic() - t0
             self.service = None
         instance = self.current()
         if instance and instance.stopped is None:

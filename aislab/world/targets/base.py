@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -158,6 +159,30 @@ class LabProcess(ABC):
         return LabError(f"lab host {self.name} not ready within {timeout:.0f}s:\n{self.tail()}")
 
 
+def await_ended(pids: list[int], timeout: float) -> None:
+    """Until every process has ended (its pidfd becomes readable), or `timeout` has passed."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass
+    # poll, not select: in a long-lived process (a test session) descriptors pass select's 1024.
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    try:
+        while fds and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                fds.remove(fd)
+                os.close(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 @dataclass
 class HostProcess(LabProcess):
     name: str
@@ -165,10 +190,14 @@ class HostProcess(LabProcess):
     log: Path
 
     def wait(self, timeout: float | None) -> int | None:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        if timeout is None:
+            return self.popen.wait()
+        code = self.popen.poll()
+        if code is None and timeout > 0:
+            # Its end is an event (its pidfd readable): Popen.wait(timeout) would poll in sleeps.
+            await_ended([self.popen.pid], timeout)
+            code = self.popen.poll()
+        return code
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -25,7 +25,6 @@ import datetime
 import fcntl
 import json
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -45,7 +44,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aislab import PROJECT
 from aislab.world.pki import subject_alt_names
-from aislab.world.targets.base import LabError
+from aislab.world.targets.base import LabError, await_ended
 
 CACHE = Path(os.environ.get("AISLAB_K8S_CACHE", "/var/cache/aislab/kubernetes"))
 RUN = Path(os.environ.get("AISLAB_K8S_RUN", "/run/aislab-k8s"))  # a running cluster's everything
@@ -535,44 +534,20 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def _await_ended(pids: list[int], timeout: float) -> None:
-    """Until every process has ended (its pidfd becomes readable), or `timeout` has passed."""
-    fds = []
-    for pid in pids:
-        try:
-            fds.append(os.pidfd_open(pid))
-        except ProcessLookupError:
-            pass
-    # poll, not select: in a long-lived process (a test session) descriptors pass select's 1024.
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    deadline = time.monotonic() + timeout
-    try:
-        while fds and (left := deadline - time.monotonic()) > 0:
-            for fd, _ in poller.poll(left * 1000):
-                poller.unregister(fd)
-                fds.remove(fd)
-                os.close(fd)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def _stop_pids(pids: list[int], grace: float = 10.0) -> None:
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    _await_ended(pids, grace)
+    await_ended(pids, grace)
     for pid in pids:
         if _alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    _await_ended(pids, 5)
+    await_ended(pids, 5)
 
 
 def _unmount_under(roots: list[Path]) -> None:
