@@ -4,8 +4,8 @@ local target with the default workers too.
 
 Prints, per run, lab set-up seconds, scenario count, suite wall seconds, the run's FLOOR (what
 cannot be avoided: the service's start-ups and graceful stops, the chats' round trips and the idle
-windows, each as the service or the profile spends them) and wall / floor, the service's own share (CPU seconds),
-and the configuration family's time on the six good values files (fixtures/values/good: render,
+windows, each as the service or the profile spends them) and wall / floor, the service's own share
+(CPU seconds), and the configuration family's time on the six good values files (fixtures/values/good: render,
 render again without each key, schemas, checks). Writes everything to reports/bench.json.
 `--targets local` skips docker; `--no-cold` keeps the images (no cold build); `--no-parallel`
 skips the run with the default workers; `--certification` adds the certification profile with

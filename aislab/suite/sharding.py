@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -34,9 +33,9 @@ def parse(value: str | None) -> tuple[int, int] | None:
     return int(found[1]), int(found[2])
 
 
-def _known(path: Path | None = None) -> dict[str, dict[str, float]]:
+def _known() -> dict[str, dict[str, float]]:
     try:
-        known = json.loads((path or DURATIONS).read_text())
+        known = json.loads(DURATIONS.read_text())
     except (OSError, ValueError):
         return {}
     # Seconds by profile, then node id (an older file, one flat table of all profiles, is no guide).
@@ -69,9 +68,8 @@ def remember(results: dict, profile: str) -> None:
     remember_seconds({nodeid: r.seconds for nodeid, r in results.items() if r.outcome != "not_applicable"}, profile)
 
 
-def remember_seconds(seconds: dict[str, float], profile: str, path: Path | None = None) -> None:
-    path = path or DURATIONS
-    known = _known(path)
+def remember_seconds(seconds: dict[str, float], profile: str) -> None:
+    known = _known()
     known.setdefault(profile, {}).update({nodeid: round(value, 3) for nodeid, value in seconds.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
+    DURATIONS.parent.mkdir(parents=True, exist_ok=True)
+    DURATIONS.write_text(json.dumps(known, indent=0, sort_keys=True) + "\n")
