@@ -42,13 +42,19 @@ class Components:
     wrap_app: Callable[[Starlette], Callable] = lambda app: app  # ASGI middleware around the whole service
 
 
+def outbound(timeout: float) -> httpx.AsyncClient:
+    """A client for what the service calls. trust_env: HTTP_PROXY / HTTPS_PROXY / NO_PROXY apply.
+    No connection is kept between requests: a proxy that closes one just as the next request
+    reuses it fails that request (tinyproxy did: a chat lost to "Connection error", no retry)."""
+    return httpx.AsyncClient(timeout=timeout, verify=tls_verify(), trust_env=True, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def build_components(settings: Settings) -> Components:
-    # trust_env: HTTP_PROXY / HTTPS_PROXY / NO_PROXY apply to every outbound client.
-    http = httpx.AsyncClient(timeout=30, verify=tls_verify(), trust_env=True)
+    http = outbound(timeout=30)
     llm = AsyncOpenAI(
         base_url=settings.llm_api_url,  # None means OpenAI's public API, as in the chart
         api_key=settings.llm_api_key,
-        http_client=httpx.AsyncClient(timeout=60, verify=tls_verify(), trust_env=True),
+        http_client=outbound(timeout=60),
         max_retries=0,
     )
     toolbox = ToolBox(settings.control_plane, http)
